@@ -1,0 +1,89 @@
+"""Settings: defaults, then ``<home>/config.json``, then ``LATENTMEM_*`` env, then arguments.
+
+Only settings that must stay fixed for a store's lifetime (the embedder) are
+written into the store itself; the rest may change between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from latentmem.errors import InvalidInputError
+
+DEFAULT_HOME = ".latentmem"
+
+
+def resolve_home(path: str | os.PathLike[str] | None) -> Path:
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("LATENTMEM_HOME")
+    return Path(env) if env else Path(DEFAULT_HOME)
+
+
+@dataclass(frozen=True)
+class ScoringWeights:
+    """Weights of the multi-factor rescoring. ``relevance`` is the fused dense+BM25 score
+    normalised to [0, 1]; the others are in [0, 1] too, so the weights read as shares."""
+
+    relevance: float = 1.0
+    recency: float = 0.05
+    importance: float = 0.05
+    access: float = 0.02
+    recency_half_life_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    embedder: str = "minilm"
+    weights: ScoringWeights = field(default_factory=ScoringWeights)
+    rrf_k: int = 60
+    # Each first-stage retriever contributes this many candidates (at least k).
+    candidates: int = 100
+    max_text_chars: int = 100_000
+    max_batch: int = 10_000
+    # Texts longer than this (in embedder tokens) are split into chunk records.
+    chunk_tokens: int = 200
+    track_access: bool = True
+    embed_cache: bool = True
+    # Where the embedding cache lives; None means inside the store's own database.
+    embed_cache_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, home: Path, **overrides: Any) -> Config:
+        data: dict[str, Any] = {}
+        path = home / "config.json"
+        if path.exists():
+            try:
+                data.update(json.loads(path.read_text()))
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(f"{path} is not valid JSON: {exc}") from exc
+        env_embedder = os.environ.get("LATENTMEM_EMBEDDER")
+        if env_embedder:
+            data["embedder"] = env_embedder
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown config keys {unknown}; expected some of {sorted(known)}"
+            )
+        data = dict(data)
+        weights = data.get("weights")
+        if isinstance(weights, dict):
+            wknown = {f.name for f in fields(ScoringWeights)}
+            bad = sorted(set(weights) - wknown)
+            if bad:
+                raise InvalidInputError(f"unknown weight keys {bad}; expected {sorted(wknown)}")
+            data["weights"] = ScoringWeights(**weights)
+        return replace(cls(), **data)

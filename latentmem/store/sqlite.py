@@ -1,0 +1,504 @@
+"""SQLite (WAL) store: the source of truth for records, vectors, BM25 and edges.
+
+One connection per ``SQLiteStore`` in autocommit mode; every write is an
+explicit ``BEGIN IMMEDIATE`` ... ``COMMIT`` so a batch lands whole or not at
+all. Reads and writes are serialised by one re-entrant lock: SQLite would
+serialise writers anyway, and one connection avoids cross-connection
+visibility surprises inside a process. Other processes may open the same file;
+WAL lets their readers run beside our writer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentmem.errors import ConflictError, NotFoundError, StoreError
+from latentmem.store.migrate import migrate
+from latentmem.types import Edge, Record, from_ts, to_ts
+
+_COLUMNS = (
+    "id, user_id, agent_id, session_id, level, parent_id, text, index_text, title, type, "
+    "summary, metadata, role, speaker, event_time, created_at, updated_at, valid_to, "
+    "superseded_by, importance, access_count, last_accessed_at, strength, sources, "
+    "content_hash, vector"
+)
+_SELECT = "SELECT rowid, " + _COLUMNS.replace(", vector", "") + " FROM records"
+_SELECT_V = "SELECT rowid, " + _COLUMNS + " FROM records"
+_FTS_TERM = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass
+class Scope:
+    user_id: str
+    agent_id: str | None = None
+    session_id: str | None = None
+
+    def where(self, alias: str = "") -> tuple[str, list[Any]]:
+        p = f"{alias}." if alias else ""
+        clauses = [f"{p}user_id = ?"]
+        params: list[Any] = [self.user_id]
+        if self.agent_id is not None:
+            clauses.append(f"{p}agent_id = ?")
+            params.append(self.agent_id)
+        if self.session_id is not None:
+            clauses.append(f"{p}session_id = ?")
+            params.append(self.session_id)
+        return " AND ".join(clauses), params
+
+    @property
+    def narrowed(self) -> bool:
+        return self.agent_id is not None or self.session_id is not None
+
+
+@dataclass
+class StoredRow:
+    """A record as the store keeps it: the public Record plus store-internal fields."""
+
+    record: Record
+    rowid: int
+    index_text: str
+
+
+def _vector_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        try:
+            self.conn = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute("PRAGMA busy_timeout=30000")
+            self.schema_version = migrate(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # -- transactions -------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            if self.conn.in_transaction:
+                yield self.conn
+                return
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    # -- meta ----------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.lock:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def vector_epoch(self) -> int:
+        return int(self.get_meta("vector_epoch") or 0)
+
+    def _bump_epoch(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+            "WHERE key = 'vector_epoch'"
+        )
+
+    def bind_embedder(self, name: str, dim: int) -> None:
+        """Record the embedder on first use; refuse a different one afterwards."""
+        stored_name = self.get_meta("embedder")
+        stored_dim = self.get_meta("dim")
+        if stored_name is None:
+            with self.transaction() as conn:
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('embedder', ?)", (name,))
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('dim', ?)", (str(dim),))
+            return
+        if stored_name != name or int(stored_dim or 0) != dim:
+            raise ConflictError(
+                f"store {self.path} holds vectors from embedder {stored_name!r} ({stored_dim}-d); "
+                f"it cannot be used with {name!r} ({dim}-d)"
+            )
+
+    # -- writes ---------------------------------------------------------------
+
+    def insert(
+        self,
+        rows: Sequence[tuple[Record, str]],
+        edges: Sequence[Edge] = (),
+        history_event: str = "ADD",
+    ) -> list[int]:
+        """Insert records (with their index text) and edges in one transaction."""
+        now = time.time()
+        rowids: list[int] = []
+        with self.transaction() as conn:
+            for record, index_text in rows:
+                rowids.append(self._insert_record(conn, record, index_text))
+                conn.execute(
+                    "INSERT INTO history(record_id, event, old_text, new_text, at) "
+                    "VALUES (?, ?, NULL, ?, ?)",
+                    (record.id, history_event, record.text, now),
+                )
+            self._insert_edges(conn, edges)
+            if rows:
+                self._bump_epoch(conn)
+        return rowids
+
+    def _insert_record(self, conn: sqlite3.Connection, r: Record, index_text: str) -> int:
+        assert r.vector is not None
+        try:
+            cur = conn.execute(
+                f"INSERT INTO records({_COLUMNS}) VALUES ({','.join('?' * 26)})",
+                (
+                    r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
+                    index_text, r.title, r.type, r.summary, json.dumps(r.metadata),
+                    r.role, r.speaker, to_ts(r.event_time), to_ts(r.created_at),
+                    to_ts(r.updated_at), to_ts(r.valid_to), r.superseded_by, r.importance,
+                    r.access_count, to_ts(r.last_accessed_at), r.strength,
+                    json.dumps(r.sources), r.content_hash, _vector_bytes(r.vector),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"a record with id {r.id!r} already exists") from exc
+        rowid = int(cur.lastrowid or 0)
+        conn.execute(
+            "INSERT INTO records_fts(rowid, index_text) VALUES (?, ?)", (rowid, index_text)
+        )
+        return rowid
+
+    def _insert_edges(self, conn: sqlite3.Connection, edges: Sequence[Edge]) -> None:
+        now = time.time()
+        conn.executemany(
+            "INSERT OR REPLACE INTO edges(src, dst, type, weight, created_at) VALUES (?,?,?,?,?)",
+            [(e.src, e.dst, e.type, e.weight, to_ts(e.created_at) or now) for e in edges],
+        )
+
+    def add_edges(self, edges: Sequence[Edge]) -> None:
+        with self.transaction() as conn:
+            self._insert_edges(conn, edges)
+
+    def update(
+        self,
+        record_id: str,
+        changes: dict[str, Any],
+        index_text: str | None = None,
+        vector: np.ndarray | None = None,
+    ) -> StoredRow:
+        """Apply column changes; re-index text and vector when given. Returns the new row."""
+        allowed = {
+            "text", "title", "type", "summary", "metadata", "event_time", "importance",
+            "valid_to", "superseded_by", "strength", "sources", "content_hash", "level",
+            "parent_id",
+        }
+        bad = set(changes) - allowed
+        if bad:
+            raise StoreError(f"cannot update columns {sorted(bad)}")
+        with self.transaction() as conn:
+            old = self.get_row(record_id)
+            sets = dict(changes)
+            for key in ("metadata", "sources"):
+                if key in sets:
+                    sets[key] = json.dumps(sets[key])
+            for key in ("event_time", "valid_to"):
+                if key in sets:
+                    sets[key] = to_ts(sets[key])
+            sets["updated_at"] = time.time()
+            if index_text is not None:
+                sets["index_text"] = index_text
+            if vector is not None:
+                sets["vector"] = _vector_bytes(vector)
+            assignments = ", ".join(f"{k} = ?" for k in sets)
+            conn.execute(
+                f"UPDATE records SET {assignments} WHERE rowid = ?", [*sets.values(), old.rowid]
+            )
+            if index_text is not None:
+                conn.execute("DELETE FROM records_fts WHERE rowid = ?", (old.rowid,))
+                conn.execute(
+                    "INSERT INTO records_fts(rowid, index_text) VALUES (?, ?)",
+                    (old.rowid, index_text),
+                )
+            if vector is not None:
+                self._bump_epoch(conn)
+            conn.execute(
+                "INSERT INTO history(record_id, event, old_text, new_text, at, detail) "
+                "VALUES (?, 'UPDATE', ?, ?, ?, ?)",
+                (
+                    record_id,
+                    old.record.text,
+                    changes.get("text", old.record.text),
+                    time.time(),
+                    json.dumps(sorted(changes)),
+                ),
+            )
+            return self.get_row(record_id)
+
+    def delete(self, record_ids: Sequence[str]) -> list[StoredRow]:
+        """Delete records, their full-text rows and edges; scrub their text from history."""
+        with self.transaction() as conn:
+            rows = [self.get_row(rid) for rid in record_ids]
+            now = time.time()
+            for row in rows:
+                rid = row.record.id
+                conn.execute("DELETE FROM records WHERE rowid = ?", (row.rowid,))
+                conn.execute("DELETE FROM records_fts WHERE rowid = ?", (row.rowid,))
+                conn.execute("DELETE FROM edges WHERE src = ? OR dst = ?", (rid, rid))
+                conn.execute(
+                    "UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id = ?",
+                    (rid,),
+                )
+                conn.execute(
+                    "INSERT INTO history(record_id, event, at) VALUES (?, 'DELETE', ?)", (rid, now)
+                )
+            if rows:
+                self._bump_epoch(conn)
+        return rows
+
+    def touch(self, rowids: Sequence[int], when: float | None = None) -> None:
+        if not rowids:
+            return
+        when = time.time() if when is None else when
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE records SET access_count = access_count + 1, last_accessed_at = ? "
+                "WHERE rowid = ?",
+                [(when, r) for r in rowids],
+            )
+
+    # -- reads ----------------------------------------------------------------
+
+    def _row(self, row: Sequence[Any], with_vector: bool) -> StoredRow:
+        record = Record(
+            id=row[1],
+            user_id=row[2],
+            agent_id=row[3],
+            session_id=row[4],
+            level=row[5],
+            parent_id=row[6],
+            text=row[7],
+            title=row[9],
+            type=row[10],
+            summary=row[11],
+            metadata=json.loads(row[12]),
+            role=row[13],
+            speaker=row[14],
+            event_time=from_ts(row[15]),
+            created_at=from_ts(row[16]),
+            updated_at=from_ts(row[17]),
+            valid_to=from_ts(row[18]),
+            superseded_by=row[19],
+            importance=float(row[20]),
+            access_count=int(row[21]),
+            last_accessed_at=from_ts(row[22]),
+            strength=float(row[23]),
+            sources=json.loads(row[24]),
+            content_hash=row[25],
+        )
+        if with_vector:
+            record.vector = np.frombuffer(row[26], dtype="<f4").astype(np.float32)
+        return StoredRow(record=record, rowid=int(row[0]), index_text=row[8])
+
+    def get_row(self, record_id: str, with_vector: bool = False) -> StoredRow:
+        sql = (_SELECT_V if with_vector else _SELECT) + " WHERE id = ?"
+        with self.lock:
+            row = self.conn.execute(sql, (record_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no memory with id {record_id!r}")
+        return self._row(row, with_vector)
+
+    def get_rows_by_rowid(
+        self, rowids: Sequence[int], with_vector: bool = False
+    ) -> dict[int, StoredRow]:
+        out: dict[int, StoredRow] = {}
+        base = _SELECT_V if with_vector else _SELECT
+        with self.lock:
+            for start in range(0, len(rowids), 500):
+                chunk = [int(r) for r in rowids[start : start + 500]]
+                marks = ",".join("?" * len(chunk))
+                for row in self.conn.execute(f"{base} WHERE rowid IN ({marks})", chunk):
+                    stored = self._row(row, with_vector)
+                    out[stored.rowid] = stored
+        return out
+
+    def list_rows(
+        self,
+        scope: Scope | None,
+        limit: int | None = None,
+        offset: int = 0,
+        with_vector: bool = False,
+        order: str = "rowid",
+    ) -> list[StoredRow]:
+        base = _SELECT_V if with_vector else _SELECT
+        params: list[Any] = []
+        where = ""
+        if scope is not None:
+            clause, params = scope.where()
+            where = f" WHERE {clause}"
+        order_by = {"rowid": "rowid", "time": "event_time, rowid"}[order]
+        sql = f"{base}{where} ORDER BY {order_by}"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        with self.lock:
+            return [self._row(r, with_vector) for r in self.conn.execute(sql, params)]
+
+    def count(self, scope: Scope | None = None) -> int:
+        where = ""
+        params: list[Any] = []
+        if scope is not None:
+            clause, params = scope.where()
+            where = f" WHERE {clause}"
+        with self.lock:
+            row = self.conn.execute(f"SELECT count(*) FROM records{where}", params).fetchone()
+        return int(row[0])
+
+    def rowids_in_scope(self, scope: Scope) -> np.ndarray:
+        clause, params = scope.where()
+        with self.lock:
+            rows = self.conn.execute(f"SELECT rowid FROM records WHERE {clause}", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """Yield (user_id, rowids, vectors) in batches, for rebuilding the vector index."""
+        last = 0
+        while True:
+            with self.lock:
+                rows = self.conn.execute(
+                    "SELECT rowid, user_id, vector FROM records WHERE rowid > ? "
+                    "ORDER BY rowid LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            by_user: dict[str, list[tuple[int, bytes]]] = {}
+            for rowid, user, blob in rows:
+                by_user.setdefault(user, []).append((rowid, blob))
+            for user, items in by_user.items():
+                ids = np.array([i for i, _ in items], dtype=np.int64)
+                vecs = np.frombuffer(b"".join(b for _, b in items), dtype="<f4").reshape(
+                    len(items), -1
+                )
+                yield user, ids, vecs.astype(np.float32)
+
+    def bm25(self, query: str, scope: Scope, limit: int) -> list[tuple[int, float]]:
+        """BM25 over the scope. Returns (rowid, score) with higher = better."""
+        terms = [t.lower() for t in _FTS_TERM.findall(query)]
+        terms = list(dict.fromkeys(t for t in terms if t not in FTS_STOPWORDS)) or list(
+            dict.fromkeys(t.lower() for t in _FTS_TERM.findall(query))
+        )
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        clause, params = scope.where("r")
+        sql = (
+            "SELECT f.rowid, bm25(records_fts) AS s FROM records_fts f "
+            "JOIN records r ON r.rowid = f.rowid "
+            f"WHERE records_fts MATCH ? AND {clause} ORDER BY s LIMIT ?"
+        )
+        with self.lock:
+            rows = self.conn.execute(sql, [match, *params, limit]).fetchall()
+        return [(int(r), -float(s)) for r, s in rows]
+
+    def last_in_session(self, scope: Scope) -> str | None:
+        clause, params = scope.where()
+        with self.lock:
+            row = self.conn.execute(
+                f"SELECT id FROM records WHERE {clause} AND level = 'turn' "
+                "ORDER BY rowid DESC LIMIT 1",
+                params,
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def edges_of(self, record_id: str) -> list[Edge]:
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT src, dst, type, weight, created_at FROM edges WHERE src = ? OR dst = ?",
+                (record_id, record_id),
+            ).fetchall()
+        return [Edge(r[0], r[1], r[2], r[3], from_ts(r[4])) for r in rows]
+
+    def all_edges(self, user_id: str | None = None) -> list[Edge]:
+        sql = "SELECT e.src, e.dst, e.type, e.weight, e.created_at FROM edges e"
+        params: list[Any] = []
+        if user_id is not None:
+            sql += " JOIN records r ON r.id = e.src WHERE r.user_id = ?"
+            params.append(user_id)
+        with self.lock:
+            rows = self.conn.execute(sql + " ORDER BY e.src, e.dst, e.type", params).fetchall()
+        return [Edge(r[0], r[1], r[2], r[3], from_ts(r[4])) for r in rows]
+
+    def history(self, record_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT seq, event, old_text, new_text, at, detail FROM history "
+                "WHERE record_id = ? ORDER BY seq",
+                (record_id,),
+            ).fetchall()
+        return [
+            {
+                "seq": r[0],
+                "event": r[1],
+                "old_text": r[2],
+                "new_text": r[3],
+                "at": from_ts(r[4]),
+                "detail": json.loads(r[5]),
+            }
+            for r in rows
+        ]
+
+    def users(self) -> list[tuple[str, int]]:
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT user_id, count(*) FROM records GROUP BY user_id ORDER BY user_id"
+            ).fetchall()
+        return [(str(u), int(n)) for u, n in rows]
+
+    def file_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def checkpoint(self) -> None:
+        with self.lock:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# Words that carry no retrieval signal in a question; removed from BM25 queries only.
+FTS_STOPWORDS = frozenset(
+    """a about after again all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself
+    just me more most my myself no nor not now of off on once only or other our ours ourselves
+    out over own same she should so some such than that the their theirs them themselves then
+    there these they this those through to too under until up very was we were what when where
+    which while who whom why will with would you your yours yourself yourselves""".split()
+)
