@@ -189,6 +189,7 @@ class Memory:
         items = []
         for pos, entry in enumerate(raw):
             where = f"item {pos}" if len(raw) > 1 else "text"
+            pre = f"item {pos}: " if len(raw) > 1 else ""
             item: dict[str, Any]
             if isinstance(entry, str):
                 item = {"text": entry}
@@ -210,11 +211,11 @@ class Memory:
                 )
             text = item["text"]
             if not isinstance(text, str):
-                raise InvalidInputError(f"{where}: text must be a string, found {type(text).__name__}")
+                raise InvalidInputError(f"{pre}text must be a string, found {type(text).__name__}")
             if not text.strip():
-                raise InvalidInputError(f"{where}: text is empty")
+                raise InvalidInputError(f"{pre}text is empty (expected at least one non-space character)")
             if "\x00" in text:
-                raise InvalidInputError(f"{where}: text contains a NUL character")
+                raise InvalidInputError(f"{pre}text contains a NUL character")
             if len(text) > self.config.max_text_chars:
                 raise InputTooLargeError(
                     f"{where}: {len(text)} characters; the limit is {self.config.max_text_chars} "

@@ -1,0 +1,317 @@
+"""The ``latentmem`` command line.
+
+Every command takes ``--home PATH`` (else ``LATENTMEM_HOME``, else ``./.latentmem``),
+``--user`` for the scope and ``--json`` for machine-readable output. Errors are
+one line on stderr with a non-zero exit: 2 for bad input or usage, 1 for
+everything else the engine reports, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from latentmem.errors import InvalidInputError, LatentMemError
+
+IMPORT_FORMATS = ("csv", "npy", "hdf5", "pickle", "jsonl", "locomo", "chat")
+EXPORT_FORMATS = ("csv", "npy", "hdf5", "pickle", "jsonl")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, not usage + message
+        sys.stderr.write(f"latentmem: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from latentmem.memory import Memory
+
+    return Memory(args.home)
+
+
+def _emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    else:
+        human()
+
+
+def _text_arg(value: str) -> str:
+    return sys.stdin.read() if value == "-" else value
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    metadata = None
+    if args.metadata:
+        try:
+            metadata = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"--metadata is not valid JSON: {exc}") from exc
+    with _open(args) as m:
+        receipt = m.add(
+            _text_arg(args.text),
+            user_id=args.user,
+            agent_id=args.agent,
+            session_id=args.session,
+            event_time=args.event_time,
+            metadata=metadata,
+            speaker=args.speaker,
+            type=args.type,
+        )
+    _emit(
+        args,
+        receipt.to_dict(),
+        lambda: print(
+            f"added {', '.join(receipt.ids)} in {receipt.timings_ms['total']:.1f} ms "
+            f"(embed {receipt.timings_ms['embed']:.1f} ms)"
+        ),
+    )
+    return 0
+
+
+def _print_hits(hits: Sequence[Any]) -> None:
+    if not hits:
+        print("no memories found")
+    for rank, hit in enumerate(hits, start=1):
+        rec = hit.record
+        when = rec.event_time.strftime("%Y-%m-%d %H:%M") if rec.event_time else "undated"
+        who = f"{rec.speaker}: " if rec.speaker else ""
+        print(f"{rank:>2}. [{rec.id}] {when} {who}{rec.text}")
+        print(f"    {hit.explain()}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        hits = m.search(
+            args.query, user_id=args.user, k=args.k, agent_id=args.agent,
+            session_id=args.session, as_of=args.as_of,
+        )
+    _emit(args, [h.to_dict() for h in hits], lambda: _print_hits(hits))
+    return 0
+
+
+def cmd_context(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        ctx = m.context(
+            args.query, user_id=args.user, budget_tokens=args.budget, agent_id=args.agent,
+            session_id=args.session,
+        )
+
+    def human() -> None:
+        print(ctx.text)
+        print(
+            f"\n# {len(ctx.items)} memories, {ctx.used_tokens}/{ctx.budget_tokens} tokens "
+            f"({ctx.tokenizer}); {len(ctx.omitted)} left out",
+            file=sys.stderr,
+        )
+
+    _emit(args, ctx.to_dict(), human)
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        rec = m.get(args.id, include_vector=args.vector)
+    data = rec.to_dict(include_vector=args.vector)
+    _emit(args, data, lambda: print(json.dumps(data, indent=2, ensure_ascii=False)))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        events = m.history(args.id)
+
+    def human() -> None:
+        for e in events:
+            print(f"{e['seq']:>6} {e['at']:%Y-%m-%d %H:%M:%S} {e['event']:<7} {e['new_text'] or ''}")
+
+    _emit(args, events, human)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        n = m.delete(args.ids)
+    _emit(args, {"deleted": n}, lambda: print(f"deleted {n} memor{'y' if n == 1 else 'ies'}"))
+    return 0
+
+
+def _progress(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc=desc, unit="turn", file=sys.stderr, leave=False))
+        bar[0].total = total
+        bar[0].n = done
+        bar[0].refresh()
+
+    def close() -> None:
+        if bar:
+            bar[0].close()
+
+    return update, close
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from latentmem.store import formats
+
+    with _open(args) as m:
+        if args.format in ("locomo", "chat"):
+            update, close = _progress(f"importing {args.format}")
+            try:
+                n = formats.import_conversation(
+                    m, args.path, args.format, user_id=args.user_given, progress=update
+                )
+            finally:
+                close()
+        else:
+            n = formats.import_into(m, args.path, args.format, on_conflict=args.on_conflict)
+    _emit(args, {"imported": n}, lambda: print(f"imported {n} memories from {args.path}"))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from latentmem.store import formats
+
+    with _open(args) as m:
+        n = formats.export_memory(m, args.path, args.format, user_id=args.user_given)
+    _emit(args, {"exported": n, "path": args.path},
+          lambda: print(f"exported {n} memories to {args.path} ({args.format})"))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        stats = m.stats()
+
+    def human() -> None:
+        for key, value in stats.items():
+            print(f"{key:>18}: {value}")
+
+    _emit(args, stats, human)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from latentmem.demo import run_demo
+
+    return run_demo(args.home, json_out=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The global options are accepted before the command and after it. The copies on
+    # the sub-commands default to SUPPRESS so they do not overwrite a value given first.
+    def add_common(target: argparse.ArgumentParser, default: Any) -> None:
+        target.add_argument("--home", default=default,
+                            help="store directory (default: $LATENTMEM_HOME or ./.latentmem)")
+        target.add_argument("--user", default=default, help="user scope (default: 'default')")
+        target.add_argument("--json", action="store_true",
+                            default=False if default is None else default,
+                            help="machine-readable output")
+
+    common = argparse.ArgumentParser(add_help=False)
+    add_common(common, argparse.SUPPRESS)
+    scoped = argparse.ArgumentParser(add_help=False)
+    scoped.add_argument("--agent", default=None, help="agent scope")
+    scoped.add_argument("--session", default=None, help="session scope")
+
+    parser = _Parser(prog="latentmem", description="Long-term memory for LLMs, offline.")
+    parser.add_argument("--version", action="version", version=_version())
+    add_common(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("add", parents=[common, scoped], help="remember a text ('-' reads stdin)")
+    p.add_argument("text")
+    p.add_argument("--event-time", default=None, help="when it happened (ISO-8601, ...)")
+    p.add_argument("--speaker", default=None)
+    p.add_argument("--type", default=None)
+    p.add_argument("--metadata", default=None, help="JSON object")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("search", parents=[common, scoped], help="hybrid search with scores")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--as-of", default=None, help="reference time for recency")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("context", parents=[common, scoped], help="pack memories into a budget")
+    p.add_argument("query")
+    p.add_argument("--budget", type=int, default=1000, help="token budget (MiniLM WordPiece)")
+    p.set_defaults(func=cmd_context)
+
+    p = sub.add_parser("get", parents=[common], help="show one memory")
+    p.add_argument("id")
+    p.add_argument("--vector", action="store_true", help="include the vector")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("history", parents=[common], help="what happened to one memory")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("delete", parents=[common], help="delete memories for good")
+    p.add_argument("ids", nargs="+")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("import", parents=[common], help="import records or a conversation")
+    p.add_argument("path")
+    p.add_argument("--format", required=True, choices=IMPORT_FORMATS)
+    p.add_argument("--on-conflict", choices=("error", "skip"), default="error")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", parents=[common], help="export records and vectors")
+    p.add_argument("path")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stats", parents=[common], help="store statistics")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("demo", parents=[common], help="build, search and export a sample memory")
+    p.set_defaults(func=cmd_demo)
+
+    try:
+        from latentmem.bench.cli import register
+    except ImportError:  # the bench package is part of the distribution; absent only mid-build
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def _version() -> str:
+    from latentmem import __version__
+
+    return f"latentmem {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Remember whether --user was given: exports and imports default to all users / the file's.
+    args.user_given = getattr(args, "user", None)
+    try:
+        return int(args.func(args))
+    except LatentMemError as exc:
+        status = 2 if isinstance(exc, InvalidInputError) else 1
+        sys.stderr.write(f"latentmem: {exc.name()}: {exc}\n")
+        return status
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        sys.stderr.write(f"latentmem: {type(exc).__name__}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("latentmem: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
