@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                             default=False if default is None else default,
                             help="machine-readable output")
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     add_common(common, argparse.SUPPRESS)
-    scoped = argparse.ArgumentParser(add_help=False)
+    scoped = _Parser(add_help=False)
     scoped.add_argument("--agent", default=None, help="agent scope")
     scoped.add_argument("--session", default=None, help="session scope")
 

@@ -40,7 +40,17 @@ class ScoringWeights:
 class Config:
     embedder: str = "minilm"
     weights: ScoringWeights = field(default_factory=ScoringWeights)
+    # First stage. fusion: "linear" (min-max normalised scores, mixed by dense_weight)
+    # or "rrf" (reciprocal rank fusion with rrf_k). See latentmem/retrieve/hybrid.py.
+    use_dense: bool = True
+    use_bm25: bool = True
+    fusion: str = "linear"
+    dense_weight: float = 0.5
     rrf_k: int = 60
+    # Diffusion over `next` edges (latentmem/graph/diffusion.py); 0 hops switches it off.
+    diffusion_hops: int = 2
+    diffusion_gain: float = 0.5
+    diffusion_seeds: int = 50
     # Each first-stage retriever contributes this many candidates (at least k).
     candidates: int = 100
     max_text_chars: int = 100_000

@@ -31,8 +31,9 @@ from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache, cache_key
 from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundError
 from latentmem.ids import new_id
+from latentmem.retrieve import hybrid
 from latentmem.retrieve.context import pack
-from latentmem.retrieve.scoring import rescore, rrf
+from latentmem.retrieve.scoring import rescore
 from latentmem.retrieve.timeparse import parse_time
 from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
 from latentmem.store.vector_index import FaissIndex
@@ -258,7 +259,7 @@ class Memory:
         first is linked to the session's previous last turn.
         """
         t0 = time.perf_counter()
-        user = _check_scope_value("user_id", user_id or DEFAULT_USER)
+        user = _check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
         assert user is not None
         agent = _check_scope_value("agent_id", agent_id)
         session = _check_scope_value("session_id", session_id)
@@ -474,7 +475,7 @@ class Memory:
         return [r.record for r in rows]
 
     def _scope(self, user_id: str | None, agent_id: str | None, session_id: str | None) -> Scope:
-        user = _check_scope_value("user_id", user_id or DEFAULT_USER)
+        user = _check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
         assert user is not None
         return Scope(
             user,
@@ -507,36 +508,23 @@ class Memory:
         reference = parse_time(as_of, "as_of")
         weights = weights or self.config.weights
         qvec = self.embedder.embed_batch([query])[0]
-        n = max(self.config.candidates, k)
         with self._lock:
             self._sync_index()
-            allowed = self.store.rowids_in_scope(scope) if scope.narrowed else None
-            dense_ids, dense_scores = self.index.search(scope.user_id, qvec, n, allowed)
-            sparse = self.store.bm25(query, scope, n)
-        dense_rank = {int(r): i for i, r in enumerate(dense_ids, start=1)}
-        dense_cos = {int(r): float(s) for r, s in zip(dense_ids, dense_scores, strict=True)}
-        bm25_rank = {r: i for i, (r, _) in enumerate(sparse, start=1)}
-        bm25_score = dict(sparse)
-        fused = rrf([list(dense_rank), list(bm25_rank)], self.config.rrf_k)
-        if not fused:
+            cands = hybrid.retrieve(
+                self.store, self.index, scope, query, qvec, self.config,
+                max(self.config.candidates, k),
+            )
+        if not cands:
             return []
-        best = 2.0 / (self.config.rrf_k + 1)
-        rows = self.store.get_rows_by_rowid(list(fused))
         if reference is None:
-            times = [r.record.event_time for r in rows.values() if r.record.event_time]
+            times = [c.row.record.event_time for c in cands if c.row.record.event_time]
             reference = max(times) if times else None
         hits: list[tuple[Hit, int]] = []
-        for rowid, row in rows.items():
-            score, parts = rescore(row.record, fused[rowid] / best, weights, reference)
-            parts["rrf"] = fused[rowid]
-            if rowid in dense_rank:
-                parts["dense"] = dense_cos[rowid]
-                parts["dense_rank"] = float(dense_rank[rowid])
-            if rowid in bm25_rank:
-                parts["bm25"] = bm25_score[rowid]
-                parts["bm25_rank"] = float(bm25_rank[rowid])
+        for cand in cands:
+            score, parts = rescore(cand.row.record, cand.relevance, weights, reference)
+            parts.update(cand.parts)
             parts["final"] = score
-            hits.append((Hit(row.record, score, parts), rowid))
+            hits.append((Hit(cand.row.record, score, parts), cand.row.rowid))
         hits.sort(key=lambda hr: (-hr[0].score, hr[0].record.id))
         top = hits[:k]
         if self.config.track_access if track_access is None else track_access:

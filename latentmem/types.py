@@ -105,6 +105,10 @@ class Hit:
     def explain(self) -> str:
         c = self.components
         parts = []
+        if "fused" in c:
+            parts.append(f"fused {c['fused']:.3f}")
+        if c.get("diffusion"):
+            parts.append(f"+ neighbours {c['diffusion']:.3f}")
         if "dense_rank" in c:
             parts.append(f"dense #{int(c['dense_rank'])} (cos {c.get('dense', 0.0):.3f})")
         if "bm25_rank" in c:

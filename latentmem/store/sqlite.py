@@ -56,6 +56,13 @@ class Scope:
             params.append(self.session_id)
         return " AND ".join(clauses), params
 
+    def contains(self, record: Record) -> bool:
+        return (
+            record.user_id == self.user_id
+            and (self.agent_id is None or record.agent_id == self.agent_id)
+            and (self.session_id is None or record.session_id == self.session_id)
+        )
+
     @property
     def narrowed(self) -> bool:
         return self.agent_id is not None or self.session_id is not None
@@ -330,6 +337,44 @@ class SQLiteStore:
         if row is None:
             raise NotFoundError(f"no memory with id {record_id!r}")
         return self._row(row, with_vector)
+
+    def get_rows_by_id(self, ids: Sequence[str], with_vector: bool = False) -> list[StoredRow]:
+        base = _SELECT_V if with_vector else _SELECT
+        out: list[StoredRow] = []
+        with self.lock:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                out.extend(
+                    self._row(row, with_vector)
+                    for row in self.conn.execute(f"{base} WHERE id IN ({marks})", chunk)
+                )
+        return out
+
+    def next_pairs_around(self, ids: Sequence[str], hops: int) -> list[tuple[str, str]]:
+        """``next`` edges (src, dst) within ``hops`` steps of ``ids``, in both directions."""
+        pairs: set[tuple[str, str]] = set()
+        frontier = set(ids)
+        seen = set(ids)
+        with self.lock:
+            for _ in range(hops):
+                if not frontier:
+                    break
+                chunk = list(frontier)
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT src, dst FROM edges WHERE type = 'next' AND src IN ({marks}) "
+                    f"UNION SELECT src, dst FROM edges WHERE type = 'next' AND dst IN ({marks})",
+                    chunk + chunk,
+                ).fetchall()
+                frontier = set()
+                for src, dst in rows:
+                    pairs.add((src, dst))
+                    for node in (src, dst):
+                        if node not in seen:
+                            seen.add(node)
+                            frontier.add(node)
+        return sorted(pairs)
 
     def get_rows_by_rowid(
         self, rowids: Sequence[int], with_vector: bool = False

@@ -1,0 +1,125 @@
+"""First-stage retrieval: dense + BM25 candidates, fusion, graph diffusion.
+
+Returns each candidate's relevance in [0, 1] with the numbers behind it; the
+multi-factor rescoring (recency, importance, access) happens in the caller.
+
+Fusion. ``linear`` (default): min-max normalise the exact cosine and the BM25
+score over the candidate set and mix them, ``w * dense + (1 - w) * bm25``.
+``rrf``: reciprocal rank fusion. On LoCoMo dev, linear fusion found 8-10
+points more evidence at recall@10 than RRF (0.68 vs 0.60 held out): RRF throws
+away how far apart the scores are, and a BM25 hit on a rare name is worth far
+more than rank 1 of a flat cosine list. Dense scores are exact for every
+candidate (BM25-only ones included) because the stored vectors are read back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latentmem.config import Config
+from latentmem.graph.diffusion import chains, neighbourhood, spread
+from latentmem.retrieve.scoring import rrf
+from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
+from latentmem.store.vector_index import FaissIndex
+
+
+@dataclass
+class Candidate:
+    row: StoredRow
+    relevance: float = 0.0
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def _minmax(values: np.ndarray) -> np.ndarray:
+    if values.size == 0:
+        return values
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo < 1e-12:
+        return np.ones_like(values) if hi > 0 else np.zeros_like(values)
+    return (values - lo) / (hi - lo)
+
+
+def retrieve(
+    store: SQLiteStore,
+    index: FaissIndex,
+    scope: Scope,
+    query: str,
+    qvec: np.ndarray,
+    config: Config,
+    n: int,
+) -> list[Candidate]:
+    allowed = store.rowids_in_scope(scope) if scope.narrowed else None
+    dense_ids, dense_scores = index.search(scope.user_id, qvec, n, allowed)
+    sparse = store.bm25(query, scope, n) if config.use_bm25 else []
+    if not config.use_dense:
+        dense_ids, dense_scores = dense_ids[:0], dense_scores[:0]
+    dense_rank = {int(r): i for i, r in enumerate(dense_ids, start=1)}
+    bm25_rank = {r: i for i, (r, _) in enumerate(sparse, start=1)}
+    bm25_score = dict(sparse)
+    rowids = list(dict.fromkeys([*dense_rank, *bm25_rank]))
+    if not rowids:
+        return []
+    rows = store.get_rows_by_rowid(rowids, with_vector=True)
+    cands = [Candidate(rows[r]) for r in rowids if r in rows]
+    cos = np.array([float(c.row.record.vector @ qvec) for c in cands])  # type: ignore[operator]
+    bm = np.array([bm25_score.get(c.row.rowid, 0.0) for c in cands])
+    if config.fusion == "rrf":
+        fused_map = rrf([list(dense_rank), list(bm25_rank)], config.rrf_k)
+        best = (int(config.use_dense) + int(config.use_bm25)) / (config.rrf_k + 1)
+        fused = np.array([fused_map[c.row.rowid] / best for c in cands])
+    else:
+        w = config.dense_weight if config.use_bm25 and config.use_dense else float(config.use_dense)
+        fused = w * _minmax(cos) + (1 - w) * _minmax(bm)
+    for c, f, x, b in zip(cands, fused, cos, bm, strict=True):
+        c.parts["dense"] = float(x)
+        c.parts["fused"] = float(f)
+        if c.row.rowid in dense_rank:
+            c.parts["dense_rank"] = float(dense_rank[c.row.rowid])
+        if c.row.rowid in bm25_rank:
+            c.parts["bm25"] = float(b)
+            c.parts["bm25_rank"] = float(bm25_rank[c.row.rowid])
+        c.relevance = float(f)
+    if config.diffusion_hops > 0 and config.diffusion_gain > 0:
+        cands = _diffuse(store, scope, qvec, cands, cos, config)
+    top = max((c.relevance for c in cands), default=0.0)
+    if top > 0:
+        for c in cands:
+            c.relevance /= top
+    return cands
+
+
+def _diffuse(
+    store: SQLiteStore,
+    scope: Scope,
+    qvec: np.ndarray,
+    cands: list[Candidate],
+    cos: np.ndarray,
+    config: Config,
+) -> list[Candidate]:
+    """Pull in ``next``-neighbours of the best candidates and spread activation to them."""
+    hops = config.diffusion_hops
+    seeds = [c.row.record.id for c in sorted(cands, key=lambda c: -c.relevance)]
+    seeds = seeds[: config.diffusion_seeds]
+    pairs = store.next_pairs_around(seeds, hops)
+    forward, backward = chains(pairs)
+    by_id = {c.row.record.id: c for c in cands}
+    new_ids = [i for i in neighbourhood(seeds, forward, backward, hops) if i not in by_id]
+    if new_ids:
+        lo, hi = float(cos.min()), float(cos.max())
+        w = config.dense_weight if config.use_bm25 else 1.0
+        for row in store.get_rows_by_id(new_ids, with_vector=True):
+            if not scope.contains(row.record):
+                continue
+            x = float(row.record.vector @ qvec)  # type: ignore[operator]
+            # The same dense normalisation as the candidates; no BM25 match by construction.
+            fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
+            cand = Candidate(row, fused, {"dense": x, "fused": fused})
+            by_id[row.record.id] = cand
+    base = {i: c.relevance for i, c in by_id.items()}
+    received = spread(base, forward, backward, hops, config.diffusion_gain)
+    for i, c in by_id.items():
+        c.parts["diffusion"] = received.get(i, 0.0)
+        c.relevance = base[i] + c.parts["diffusion"]
+    return list(by_id.values())
