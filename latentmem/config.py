@@ -51,6 +51,8 @@ class Config:
     diffusion_hops: int = 2
     diffusion_gain: float = 0.5
     diffusion_seeds: int = 50
+    # Added to the memories of the one speaker a query names; 0 switches it off.
+    speaker_boost: float = 0.3
     # Each first-stage retriever contributes this many candidates (at least k).
     candidates: int = 100
     max_text_chars: int = 100_000

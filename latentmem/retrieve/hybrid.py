@@ -10,10 +10,17 @@ points more evidence at recall@10 than RRF (0.68 vs 0.60 held out): RRF throws
 away how far apart the scores are, and a BM25 hit on a rare name is worth far
 more than rank 1 of a flat cosine list. Dense scores are exact for every
 candidate (BM25-only ones included) because the stored vectors are read back.
+
+Speaker match. When the query names exactly one speaker of the scope ("What
+does Melanie do on hikes?"), what that person said gets ``speaker_boost``
+added (after diffusion, before normalisation): the question is about them.
+Names are matched as whole words against the scope's own speakers, so nothing
+is keyed to a data set. LoCoMo dev, held-out part: recall@10 0.737 -> 0.762.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +46,15 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     if hi - lo < 1e-12:
         return np.ones_like(values) if hi > 0 else np.zeros_like(values)
     return (values - lo) / (hi - lo)
+
+
+def named_speakers(query: str, speakers: list[str]) -> list[str]:
+    """Speakers of the scope that the query names as a whole word ("what did Ana say")."""
+    low = query.lower()
+    return [
+        sp for sp in speakers
+        if sp.strip() and re.search(r"(?<!\w)" + re.escape(sp.lower()) + r"(?!\w)", low)
+    ]
 
 
 def retrieve(
@@ -83,6 +99,13 @@ def retrieve(
         c.relevance = float(f)
     if config.diffusion_hops > 0 and config.diffusion_gain > 0:
         cands = _diffuse(store, scope, qvec, cands, cos, config)
+    if config.speaker_boost > 0:
+        named = named_speakers(query, store.speakers(scope))
+        if len(named) == 1:
+            for c in cands:
+                if c.row.record.speaker == named[0]:
+                    c.parts["speaker"] = config.speaker_boost
+                    c.relevance += config.speaker_boost
     top = max((c.relevance for c in cands), default=0.0)
     if top > 0:
         for c in cands:

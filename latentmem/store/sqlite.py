@@ -470,6 +470,15 @@ class SQLiteStore:
             rows = self.conn.execute(sql, [match, *params, limit]).fetchall()
         return [(int(r), -float(s)) for r, s in rows]
 
+    def speakers(self, scope: Scope) -> list[str]:
+        clause, params = scope.where()
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT DISTINCT speaker FROM records WHERE {clause} AND speaker IS NOT NULL",
+                params,
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def last_in_session(self, scope: Scope) -> str | None:
         clause, params = scope.where()
         with self.lock:
