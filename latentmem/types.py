@@ -138,6 +138,8 @@ class ContextItem:
     event_time: datetime | None = None
     session_id: str | None = None
     speaker: str | None = None
+    #: The ``[N]`` that marks this memory in ``Context.text``.
+    ref: int = 0
 
 
 @dataclass
