@@ -40,14 +40,13 @@ def _group(hit: Hit) -> tuple[str, str]:
     when = rec.event_time
     day = when.strftime("%Y-%m-%d") if when else "undated"
     if rec.session_id is not None:
-        return f"s:{rec.session_id}", f"## session {rec.session_id}"
-    return f"d:{day}", f"## {day}"
+        return f"s:{rec.session_id}", f"## session {rec.session_id},"
+    return f"d:{day}", "##"
 
 
 def _header(base: str, first: datetime | None) -> str:
-    if first is None:
-        return base
-    return f"{base}, {first.strftime('%Y-%m-%d %H:%M (%a)')}"
+    when = first.strftime("%Y-%m-%d %H:%M (%a)") if first is not None else "undated"
+    return f"{base} {when}"
 
 
 def _when(hit: Hit) -> float:
