@@ -124,10 +124,10 @@ def test_export_import_roundtrip(home: Path, tmp_path: Path, capsys: pytest.Capt
 
         with Memory(store) as m:
             records, edges = m.export_rows()
+            rows = sorted(records, key=lambda r: r.id)
             dumps.append(
                 (
-                    sorted((r.to_dict(), r.vector.tobytes()) for r in records  # type: ignore[union-attr]
-                           if True),
+                    [(r.to_dict(), r.vector.tobytes()) for r in rows],  # type: ignore[union-attr]
                     sorted(edges, key=lambda e: (e.src, e.dst, e.type)),
                 )
             )
