@@ -494,8 +494,13 @@ class Memory:
         weights: ScoringWeights | None = None,
         as_of: object = None,
         track_access: bool | None = None,
+        query_vector: Sequence[float] | np.ndarray | None = None,
     ) -> list[Hit]:
-        """Hybrid search inside one scope. Each Hit carries its score components."""
+        """Hybrid search inside one scope. Each Hit carries its score components.
+
+        ``query_vector`` skips embedding the query (the caller embedded it with
+        this store's embedder); the text is still used for BM25.
+        """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query is empty")
         if len(query) > self.config.max_text_chars:
@@ -507,7 +512,10 @@ class Memory:
         scope = self._scope(user_id, agent_id, session_id)
         reference = parse_time(as_of, "as_of")
         weights = weights or self.config.weights
-        qvec = self.embedder.embed_batch([query])[0]
+        if query_vector is not None:
+            qvec = check_vector(query_vector, self.dim, "query_vector")
+        else:
+            qvec = self.embedder.embed_batch([query])[0]
         with self._lock:
             self._sync_index()
             cands = hybrid.retrieve(

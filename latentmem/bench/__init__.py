@@ -1,0 +1,1 @@
+"""Benchmarks: re-runnable measurements behind every figure in BENCHMARKS.md."""

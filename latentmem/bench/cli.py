@@ -1,0 +1,181 @@
+"""``latentmem bench ...``: the command-line side of the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from latentmem.bench.report import plots, stamp, table
+from latentmem.bench.runner import Unit, ratios, run_system
+from latentmem.bench.systems import SYSTEMS, BenchSetup
+from latentmem.errors import InvalidInputError
+
+QUALITY_KEYS = ("recall@1", "recall@5", "recall@10", "recall@20", "ndcg@10", "context_recall",
+                "session_recall_any@5", "session_ndcg@10")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, found {text!r}") from exc
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("values must be positive")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown systems {unknown}; expected some of {sorted(SYSTEMS)}")
+    return names
+
+
+def default_cache(embedder: str) -> str:
+    base = Path.home() / ".cache" / "latentmem"
+    base.mkdir(parents=True, exist_ok=True)
+    return str(base / f"bench-embeddings-{embedder}.db")
+
+
+def _setup(args: argparse.Namespace) -> BenchSetup:
+    from latentmem.encode.base import get_embedder
+
+    embedder = get_embedder(args.embedder)
+    embedder.embed_batch(["warm-up: load the model before anything is timed"])
+    return BenchSetup(embedder, args.cache or default_cache(args.embedder))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system", type=_names, default=["latentmem", "dense", "bm25"],
+                   help=f"comma-separated, first is primary; known: {','.join(sorted(SYSTEMS))}")
+    p.add_argument("--embedder", default="minilm", help="minilm (default) or hash (tests only)")
+    p.add_argument("--cache", default=None, help="embedding cache file shared across runs")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run(args: argparse.Namespace, units: list[Unit], ks: list[int], budget: int,
+         bench: str, extra: dict[str, Any]) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    setup = _setup(args)
+    total = sum(len(u.questions) for u in units) * len(args.system)
+    t0 = time.perf_counter()
+    systems: dict[str, Any] = {}
+    with tqdm(total=total, desc=bench, unit="q", file=sys.stderr, disable=args.quiet) as bar:
+        for name in args.system:
+            bar.set_postfix_str(name)
+            start = time.perf_counter()
+            systems[name] = run_system(name, units, setup, ks, budget, max(max(ks), 50), bar.update)
+            systems[name]["seconds"] = round(time.perf_counter() - start, 1)
+    primary = args.system[0]
+    result: dict[str, Any] = {
+        "benchmark": bench, "data": str(args.data), "system": primary, "k": ks,
+        "budget_tokens": budget, "embedder": setup.embedder.name,
+        "tokenizer": "all-MiniLM-L6-v2 WordPiece (see latentmem/retrieve/tokens.py)",
+        **extra,
+    }
+    result.update({k: v for k, v in systems[primary].items() if k != "search_ms"})
+    result["systems"] = systems
+    result["ratios"] = ratios(systems, primary, QUALITY_KEYS)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result.update(stamp())
+    return result
+
+
+def _print(result: dict[str, Any], keys: list[str], by: str) -> None:
+    systems = result["systems"]
+    rows = [[name, int(s["questions"]), *[s.get(k) for k in keys], s["search_ms_p50"],
+             s["search_ms_p95"], s["ingest_turns_per_s"], s["seconds"]]
+            for name, s in systems.items()]
+    print(table(rows, ["system", "questions", *keys, "search p50 ms", "p95 ms", "ingest turns/s",
+                       "seconds"]))
+    cats = sorted({c for s in systems.values() for c in s["by_category"]})
+    main_key = keys[2] if len(keys) > 2 else keys[0]
+    print(f"\n{main_key} by {by}:")
+    rows = [[c, *[systems[n]["by_category"].get(c, {}).get(main_key) for n in systems],
+             int(next(iter(systems.values()))["by_category"].get(c, {}).get("questions", 0))]
+            for c in cats]
+    print(table(rows, [by, *systems, "questions"]))
+    apart = {n: s["apart_overall"] for n, s in systems.items() if s["apart_overall"]}
+    if apart:
+        print(f"\nreported apart ({', '.join(sorted(next(iter(systems.values()))['apart']))}):")
+        rows = [[n, int(a["questions"]), *[a.get(k) for k in keys]] for n, a in apart.items()]
+        print(table(rows, ["system", "questions", *keys]))
+    print(f"\n{result['seconds']} s on {result['machine']['cpus']} cpus, commit {result['commit']}")
+
+
+def _write(result: dict[str, Any], path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2))
+
+
+def cmd_locomo(args: argparse.Namespace) -> int:
+    from latentmem.bench.locomo import load_locomo
+
+    convs = [c.strip() for c in args.conversations.split(",")] if args.conversations else None
+    units = load_locomo(args.data, convs)
+    result = _run(args, units, args.k, args.budget, "locomo",
+                  {"conversations": [u.name for u in units]})
+    keys = [f"recall@{k}" for k in args.k] + ["ndcg@10", "context_recall"]
+    _print(result, keys, "category")
+    _write(result, args.json_out)
+    if args.report:
+        for path in plots(result, args.report, args.k):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_longmemeval(args: argparse.Namespace) -> int:
+    from latentmem.bench.longmemeval import load_longmemeval
+
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError("--limit must be positive")
+    units = load_longmemeval(args.data, args.limit)
+    ks = [1, 5, 10, 20]
+    result = _run(args, units, ks, args.budget, "longmemeval", {"limit": args.limit})
+    for name, s in result["systems"].items():
+        for k in ks:
+            s[f"turn_recall@{k}"] = s.get(f"recall@{k}")
+        if name == result["system"]:
+            for k in ks:
+                result[f"turn_recall@{k}"] = s.get(f"recall@{k}")
+    keys = ["turn_recall@5", "turn_recall@10", "session_recall_any@5", "session_ndcg@10",
+            "context_recall"]
+    _print(result, keys, "question type")
+    _write(result, args.json_out)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    bench = subparsers.add_parser("bench", help="benchmarks (LoCoMo, LongMemEval, speed)")
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
+    sub.required = True
+
+    p = sub.add_parser("locomo", help="turn-level evidence recall on LoCoMo")
+    p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
+    p.add_argument("--conversations", default=None, help="e.g. conv-26,conv-30 (default: all)")
+    p.add_argument("--k", type=_int_list, default=[1, 5, 10, 20])
+    p.add_argument("--budget", type=int, default=1000, help="context budget in tokens")
+    p.add_argument("--report", default=None, metavar="DIR", help="write PNG plots there")
+    _common(p)
+    p.set_defaults(func=cmd_locomo)
+
+    p = sub.add_parser("longmemeval", help="turn and session recall on LongMemEval")
+    p.add_argument("--data", required=True, help="LongMemEval JSON or JSON.gz")
+    p.add_argument("--limit", type=int, default=None, help="first N questions only")
+    p.add_argument("--budget", type=int, default=4000, help="context budget in tokens")
+    _common(p)
+    p.set_defaults(func=cmd_longmemeval)
+
+    try:
+        from latentmem.bench import perf
+    except ImportError:  # perf is optional while it is being built
+        return
+    perf.add_parser(sub)

@@ -1,0 +1,146 @@
+"""The benchmark harness: metric arithmetic, end-to-end runs on tiny files, the CI floor."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from latentmem.bench import metrics as M
+from latentmem.cli import main
+from tests.conftest import LOCOMO_DEV, require_shared
+
+LOCOMO_KEYS = {"questions", "recall@1", "recall@5", "recall@10", "recall@20", "context_recall",
+               "budget_tokens", "by_category", "search_ms_p50", "search_ms_p95",
+               "ingest_turns_per_s"}
+
+
+def test_metrics_by_hand() -> None:
+    ranked = ["a", "b", "c", "d"]
+    assert M.recall_at_k(ranked, ["b", "x"], 2) == 0.5
+    assert M.recall_at_k(ranked, ["b", "b"], 2) == 1.0
+    assert M.recall_all_at_k(ranked, ["a", "c"], 2) == 0.0
+    assert M.recall_all_at_k(ranked, ["a", "c"], 3) == 1.0
+    assert M.recall_any_at_k(ranked, ["x", "d"], 4) == 1.0
+    assert M.ndcg_at_k(ranked, ["a"], 10) == 1.0
+    assert M.ndcg_at_k(ranked, ["b"], 10) == pytest.approx(1 / math.log2(3))
+    assert M.ndcg_at_k(ranked, ["c", "a"], 10) == pytest.approx((1 + 0.5) / (1 + 1 / math.log2(3)))
+    assert M.parse_evidence(["D8:6; D9:17", "D1:2", "D1:2"]) == ["D8:6", "D9:17", "D1:2"]
+    assert M.context_recall("x hello y", ["hello", "bye"]) == 0.5
+    assert M.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert M.dedupe(["s1", "s2", "s1"]) == ["s1", "s2"]
+
+
+def _locomo(tmp_path: Path) -> Path:
+    turns1 = [
+        {"speaker": "Ana", "dia_id": "D1:1", "text": "I adopted a grey terrier called Pastel."},
+        {"speaker": "Bo", "dia_id": "D1:2", "text": "What a cute dog! How old is he?"},
+        {"speaker": "Ana", "dia_id": "D1:3", "text": "He is three, and scared of trams."},
+    ]
+    turns2 = [
+        {"speaker": "Bo", "dia_id": "D2:1", "text": "I started a pottery class on Mondays."},
+        {"speaker": "Ana", "dia_id": "D2:2", "text": "Pottery sounds relaxing, enjoy it."},
+    ]
+    sample = {
+        "sample_id": "conv-t",
+        "conversation": {"speaker_a": "Ana", "speaker_b": "Bo",
+                         "session_1_date_time": "1:56 pm on 8 May, 2023", "session_1": turns1,
+                         "session_2_date_time": "10:00 am on 9 June, 2023", "session_2": turns2},
+        "qa": [
+            {"question": "What is the name of Ana's dog?", "answer": "Pastel",
+             "evidence": ["D1:1"], "category": 4},
+            {"question": "When did Bo start pottery?", "answer": "June 2023",
+             "evidence": ["D2:1"], "category": 2},
+            {"question": "How old is the dog and what scares him?", "answer": "3, trams",
+             "evidence": ["D1:3; D1:1"], "category": 1},
+            {"question": "What is Bo's cat called?", "adversarial_answer": "none",
+             "evidence": ["D1:1"], "category": 5},
+        ],
+    }
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps([sample]))
+    return path
+
+
+def test_locomo_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r.json"
+    code = main(["bench", "locomo", "--data", str(_locomo(tmp_path)), "--embedder", "hash",
+                 "--system", "latentmem,dense,bm25", "--cache", str(tmp_path / "c.db"),
+                 "--json", str(out), "--report", str(tmp_path / "plots"), "--quiet"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert LOCOMO_KEYS <= set(result)
+    assert result["questions"] == 3 and result["budget_tokens"] == 1000
+    assert set(result["by_category"]) == {"single-hop", "temporal", "multi-hop"}
+    assert result["apart_overall"]["questions"] == 1
+    assert set(result["systems"]) == {"latentmem", "dense", "bm25"}
+    assert set(result["ratios"]) == {"dense", "bm25"}
+    assert all(0.0 <= result[f"recall@{k}"] <= 1.0 for k in (1, 5, 10, 20))
+    assert result["recall@20"] == 1.0  # five turns: everything is in the top 20
+    assert (tmp_path / "plots" / "recall_at_k.png").stat().st_size > 1000
+    assert "recall@10 by category" in capsys.readouterr().out
+
+
+def test_locomo_unknown_conversation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "locomo", "--data", str(_locomo(tmp_path)), "--embedder", "hash",
+                 "--conversations", "conv-404", "--quiet"])
+    assert code == 2 and "conv-404" in capsys.readouterr().err
+
+
+def test_longmemeval_end_to_end(tmp_path: Path) -> None:
+    item = {
+        "question_id": "q1", "question_type": "single-session-user",
+        "question": "What breed is my dog?", "answer": "terrier",
+        "question_date": "2023/06/01 (Thu) 10:00",
+        "haystack_dates": ["2023/05/20 (Sat) 02:21", "2023/05/21 (Sun) 09:00"],
+        "haystack_session_ids": ["s_a", "answer_s_b"],
+        "haystack_sessions": [
+            [{"role": "user", "content": "Recommend a pasta recipe.", "has_answer": False},
+             {"role": "assistant", "content": "Try carbonara.", "has_answer": False}],
+            [{"role": "user", "content": "My dog is a terrier, any tips?", "has_answer": True},
+             {"role": "assistant", "content": "Terriers love digging.", "has_answer": False}],
+        ],
+        "answer_session_ids": ["answer_s_b"],
+    }
+    abstain = {**item, "question_id": "q2_abs", "question": "What breed is my cat?"}
+    path = tmp_path / "lme.json.gz"
+    with gzip.open(path, "wt") as fh:
+        json.dump([item, abstain], fh)
+    out = tmp_path / "r.json"
+    assert main(["bench", "longmemeval", "--data", str(path), "--embedder", "hash",
+                 "--cache", str(tmp_path / "c.db"), "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert {"turn_recall@5", "turn_recall@10", "session_recall_any@5", "context_recall",
+            "by_category"} <= set(result)
+    assert result["questions"] == 1 and result["apart_overall"]["questions"] == 1
+    assert result["session_recall_any@5"] == 1.0
+
+
+def test_perf_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "perf.json"
+    assert main(["bench", "perf", "--n", "300", "--embedder", "hash", "--queries", "20",
+                 "--adds", "10", "--real", "100", "--json", str(out)]) == 0
+    size = json.loads(out.read_text())["sizes"][0]
+    for key in ("add_ms_p50", "add_ms_p95", "bulk_ingest_turns_per_s", "search_ms_p50",
+                "search_ms_p95", "search_noembed_ms_p50", "search_noembed_ms_p95",
+                "bytes_per_memory", "peak_rss_mb"):
+        assert math.isfinite(size[key]) and size[key] > 0, key
+    assert size["records"] == 310 and size["generated_vectors"] == 200
+
+
+# recall@10 of latentmem on conv-26, measured when this floor was set, minus 0.02.
+LOCOMO_CONV26_FLOOR = 0.78
+
+
+@pytest.mark.slow
+def test_locomo_quality_floor(tmp_path: Path) -> None:
+    data = require_shared(LOCOMO_DEV)
+    out = tmp_path / "r.json"
+    assert main(["bench", "locomo", "--data", str(data), "--conversations", "conv-26",
+                 "--system", "latentmem", "--cache", str(tmp_path / "cache.db"),
+                 "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["recall@10"] >= LOCOMO_CONV26_FLOOR, result["recall@10"]
