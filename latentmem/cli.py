@@ -115,7 +115,7 @@ def cmd_context(args: argparse.Namespace) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     with _open(args) as m:
-        rec = m.get(args.id, include_vector=args.vector)
+        rec = m.get(args.id, include_vector=args.vector, user_id=args.user)
     data = rec.to_dict(include_vector=args.vector)
     _emit(args, data, lambda: print(json.dumps(data, indent=2, ensure_ascii=False)))
     return 0
@@ -123,7 +123,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     with _open(args) as m:
-        events = m.history(args.id)
+        events = m.history(args.id, user_id=args.user)
 
     def human() -> None:
         for e in events:
@@ -135,7 +135,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     with _open(args) as m:
-        n = m.delete(args.ids)
+        n = m.delete(args.ids, user_id=args.user)
     _emit(args, {"deleted": n}, lambda: print(f"deleted {n} memor{'y' if n == 1 else 'ies'}"))
     return 0
 

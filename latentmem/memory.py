@@ -372,15 +372,21 @@ class Memory:
         importance: float | None = None,
         title: str | None = None,
         type: str | None = None,
+        user_id: str | None = None,
     ) -> Record:
-        """Change a memory. New text is re-embedded and re-indexed; history keeps the old text."""
+        """Change a memory. New text is re-embedded and re-indexed; history keeps the old text.
+
+        With ``user_id``, a memory of another user is treated as absent.
+        """
         changes: dict[str, Any] = {}
         if text is not None:
             item = self._normalise_items(text, {})[0]
             changes["text"] = item["text"]
         if metadata is not None:
             if not isinstance(metadata, Mapping):
-                raise InvalidInputError(f"metadata must be a dict, found {type(metadata).__name__}")
+                raise InvalidInputError(
+                f"metadata must be a dict, found {metadata.__class__.__name__}"
+            )
             changes["metadata"] = dict(metadata)
         if event_time is not None:
             changes["event_time"] = parse_time(event_time)
@@ -397,7 +403,7 @@ class Memory:
                 "nothing to update: give text, metadata, event_time, importance, title or type"
             )
         with self._lock:
-            old = self.store.get_row(id)
+            old = self._owned(id, user_id)
             index_text = vector = None
             if "text" in changes:
                 new_text = changes["text"]
@@ -417,13 +423,16 @@ class Memory:
                 self.index.epoch = self.store.vector_epoch()
         return new.record
 
-    def delete(self, ids: str | Sequence[str]) -> int:
+    def delete(self, ids: str | Sequence[str], *, user_id: str | None = None) -> int:
         """Delete memories for good: record, vector, full-text row, edges, cached
-        embedding and the text kept in history. Unknown ids raise and delete nothing."""
+        embedding and the text kept in history. Unknown ids (or, with ``user_id``,
+        another user's) raise and delete nothing."""
         id_list = [ids] if isinstance(ids, str) else list(ids)
         if not id_list:
             raise InvalidInputError("no ids given")
         with self._lock:
+            for rid in id_list:
+                self._owned(rid, user_id)
             self._sync_index()
             rows = self.store.delete(id_list)
             for row in rows:
@@ -445,19 +454,31 @@ class Memory:
 
     # -- read path ----------------------------------------------------------------
 
-    def get(self, id: str, include_vector: bool = False) -> Record:
+    def _owned(self, id: object, user_id: str | None, with_vector: bool = False) -> StoredRow:
+        """The row for ``id``; another user's memory is reported exactly like a missing one."""
         if not isinstance(id, str):
-            raise InvalidInputError(f"id must be a string, found {type(id).__name__}")
-        return self.store.get_row(id, with_vector=include_vector).record
+            raise InvalidInputError(f"id must be a string, found {id.__class__.__name__}")
+        user = _check_scope_value("user_id", user_id)
+        row = self.store.get_row(id, with_vector=with_vector)
+        if user is not None and row.record.user_id != user:
+            raise NotFoundError(f"no memory with id {id!r}")
+        return row
 
-    def history(self, id: str) -> list[dict[str, Any]]:
+    def get(self, id: str, include_vector: bool = False, *, user_id: str | None = None) -> Record:
+        return self._owned(id, user_id, include_vector).record
+
+    def history(self, id: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
+        """Every ADD/UPDATE/DELETE of a memory. Deleted memories keep their events, not their
+        text; with ``user_id`` only a live memory of that user is shown."""
+        if user_id is not None:
+            self._owned(id, user_id)
         events = self.store.history(id)
         if not events:
             raise NotFoundError(f"no memory with id {id!r} has ever existed here")
         return events
 
-    def edges(self, id: str) -> list[Edge]:
-        self.store.get_row(id)
+    def edges(self, id: str, *, user_id: str | None = None) -> list[Edge]:
+        self._owned(id, user_id)
         return self.store.edges_of(id)
 
     def all(

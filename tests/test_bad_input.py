@@ -71,6 +71,8 @@ CASES: list[Case] = [
     ("unknown id history", lambda m: m.history("01NOPE"), NotFoundError, "ever existed"),
     ("update nothing", lambda m: m.update(m.all(user_id="u")[0].id), InvalidInputError,
      "nothing to update"),
+    ("metadata not a dict in update",
+     lambda m: m.update(m.all(user_id="u")[0].id, metadata=[1]), InvalidInputError, "metadata"),
     ("update to empty text", lambda m: m.update(m.all(user_id="u")[0].id, text=""),
      InvalidInputError, "empty"),
     ("unknown config key", lambda m: Memory(m.home, embedder="hash", bogus=1),

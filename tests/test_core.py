@@ -220,3 +220,21 @@ def test_record_seed_metadata(mem: Memory) -> None:
     assert rec.event_time is not None and rec.event_time.isoformat() == "2023-05-08T13:56:00+00:00"
     assert rec.created_at is not None and rec.created_at > rec.event_time
     assert 0.0 < rec.importance <= 1.0
+
+
+def test_id_reads_respect_the_user(mem: Memory) -> None:
+    from latentmem import NotFoundError
+
+    rid = mem.add("ana's secret", user_id="ana").ids[0]
+    assert mem.get(rid, user_id="ana").text == "ana's secret"
+    for call in (
+        lambda: mem.get(rid, user_id="bob"),
+        lambda: mem.update(rid, text="hacked", user_id="bob"),
+        lambda: mem.delete(rid, user_id="bob"),
+        lambda: mem.history(rid, user_id="bob"),
+        lambda: mem.edges(rid, user_id="bob"),
+    ):
+        with pytest.raises(NotFoundError, match="no memory with id"):
+            call()
+    assert mem.get(rid).text == "ana's secret"
+    assert mem.delete(rid, user_id="ana") == 1
