@@ -37,7 +37,7 @@ from latentmem.retrieve.scoring import rescore
 from latentmem.retrieve.timeparse import parse_time
 from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
 from latentmem.store.vector_index import FaissIndex
-from latentmem.types import Context, Edge, Hit, Receipt, Record
+from latentmem.types import Context, Edge, Hit, Receipt, Record, from_ts
 
 DB_FILE = "memory.db"
 INDEX_FILE = "vectors.faiss.npz"
@@ -546,19 +546,26 @@ class Memory:
         if not cands:
             return []
         if reference is None:
-            times = [c.row.record.event_time for c in cands if c.row.record.event_time]
-            reference = max(times) if times else None
-        hits: list[tuple[Hit, int]] = []
+            times = [c.row.event_time for c in cands if c.row.event_time is not None]
+            reference = from_ts(max(times)) if times else None
+        scored: list[tuple[float, str, int, dict[str, float]]] = []
         for cand in cands:
-            score, parts = rescore(cand.row.record, cand.relevance, weights, reference)
+            row = cand.row
+            score, parts = rescore(
+                from_ts(row.event_time), row.importance, row.access_count, cand.relevance,
+                weights, reference,
+            )
             parts.update(cand.parts)
             parts["final"] = score
-            hits.append((Hit(cand.row.record, score, parts), cand.row.rowid))
-        hits.sort(key=lambda hr: (-hr[0].score, hr[0].record.id))
-        top = hits[:k]
+            scored.append((score, row.id, row.rowid, parts))
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        top = scored[:k]
+        records = self.store.get_rows_by_rowid([rowid for _, _, rowid, _ in top])
+        hits = [Hit(records[rowid].record, score, parts) for score, _, rowid, parts in top
+                if rowid in records]
         if self.config.track_access if track_access is None else track_access:
-            self.store.touch([rowid for _, rowid in top])
-        return [h for h, _ in top]
+            self.store.touch([rowid for _, _, rowid, _ in top])
+        return hits
 
     def context(
         self,

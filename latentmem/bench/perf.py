@@ -40,12 +40,13 @@ def run_cli(args: argparse.Namespace) -> int:
     sizes = [int(x) for x in args.n.split(",") if x.strip()]
     if not sizes or min(sizes) < 1:
         raise LatentMemError("--n must list positive sizes, e.g. 10000,100000")
+    started = stamp()
     results = []
     for n in sizes:
         print(f"n={n:,} ...", file=sys.stderr, flush=True)
         home = str(Path(args.home) / f"n{n}") if args.home else None
         results.append(run_size(n, args.embedder, args.queries, args.adds, args.real, home))
-    out = {"benchmark": "perf", "embedder": args.embedder, "sizes": results, **stamp()}
+    out = {"benchmark": "perf", "embedder": args.embedder, "sizes": results, **started}
     rows = [[f"{r['n']:,}", *[r[k] for k in KEYS]] for r in results]
     print(table(rows, ["n", "add p50 ms", "add p95 ms", "ingest turns/s", "search p50 ms",
                        "search p95 ms", "no-embed p50", "no-embed p95", "bytes/memory",

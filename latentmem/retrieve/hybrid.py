@@ -28,13 +28,13 @@ import numpy as np
 from latentmem.config import Config
 from latentmem.graph.diffusion import chains, neighbourhood, spread
 from latentmem.retrieve.scoring import rrf
-from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
+from latentmem.store.sqlite import LightRow, Scope, SQLiteStore
 from latentmem.store.vector_index import FaissIndex
 
 
 @dataclass
 class Candidate:
-    row: StoredRow
+    row: LightRow
     relevance: float = 0.0
     parts: dict[str, float] = field(default_factory=dict)
 
@@ -77,9 +77,9 @@ def retrieve(
     rowids = list(dict.fromkeys([*dense_rank, *bm25_rank]))
     if not rowids:
         return []
-    rows = store.get_rows_by_rowid(rowids, with_vector=True)
+    rows = {r.rowid: r for r in store.light_rows("rowid", rowids)}
     cands = [Candidate(rows[r]) for r in rowids if r in rows]
-    cos = np.array([float(c.row.record.vector @ qvec) for c in cands])  # type: ignore[operator]
+    cos = np.array([float(c.row.vector @ qvec) for c in cands])
     bm = np.array([bm25_score.get(c.row.rowid, 0.0) for c in cands])
     if config.fusion == "rrf":
         fused_map = rrf([list(dense_rank), list(bm25_rank)], config.rrf_k)
@@ -103,7 +103,7 @@ def retrieve(
         named = named_speakers(query, store.speakers(scope))
         if len(named) == 1:
             for c in cands:
-                if c.row.record.speaker == named[0]:
+                if c.row.speaker == named[0]:
                     c.parts["speaker"] = config.speaker_boost
                     c.relevance += config.speaker_boost
     top = max((c.relevance for c in cands), default=0.0)
@@ -123,23 +123,23 @@ def _diffuse(
 ) -> list[Candidate]:
     """Pull in ``next``-neighbours of the best candidates and spread activation to them."""
     hops = config.diffusion_hops
-    seeds = [c.row.record.id for c in sorted(cands, key=lambda c: -c.relevance)]
+    seeds = [c.row.id for c in sorted(cands, key=lambda c: -c.relevance)]
     seeds = seeds[: config.diffusion_seeds]
     pairs = store.next_pairs_around(seeds, hops)
     forward, backward = chains(pairs)
-    by_id = {c.row.record.id: c for c in cands}
+    by_id = {c.row.id: c for c in cands}
     new_ids = [i for i in neighbourhood(seeds, forward, backward, hops) if i not in by_id]
     if new_ids:
         lo, hi = float(cos.min()), float(cos.max())
         w = config.dense_weight if config.use_bm25 else 1.0
-        for row in store.get_rows_by_id(new_ids, with_vector=True):
-            if not scope.contains(row.record):
+        for row in store.light_rows("id", new_ids):
+            if not scope.contains(row):
                 continue
-            x = float(row.record.vector @ qvec)  # type: ignore[operator]
+            x = float(row.vector @ qvec)
             # The same dense normalisation as the candidates; no BM25 match by construction.
             fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
             cand = Candidate(row, fused, {"dense": x, "fused": fused})
-            by_id[row.record.id] = cand
+            by_id[row.id] = cand
     base = {i: c.relevance for i, c in by_id.items()}
     received = spread(base, forward, backward, hops, config.diffusion_gain)
     for i, c in by_id.items():

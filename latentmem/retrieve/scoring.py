@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from latentmem.config import ScoringWeights
-from latentmem.types import Record
 
 
 def rrf(rankings: Sequence[Sequence[int]], k: int) -> dict[int, float]:
@@ -45,16 +44,18 @@ def access_factor(count: int) -> float:
 
 
 def rescore(
-    record: Record,
+    event_time: datetime | None,
+    importance: float,
+    access_count: int,
     relevance: float,
     weights: ScoringWeights,
     reference: datetime | None,
 ) -> tuple[float, dict[str, float]]:
     parts = {
         "relevance": relevance,
-        "recency": recency(record.event_time, reference, weights.recency_half_life_days),
-        "importance": record.importance,
-        "access": access_factor(record.access_count),
+        "recency": recency(event_time, reference, weights.recency_half_life_days),
+        "importance": importance,
+        "access": access_factor(access_count),
     }
     score = (
         weights.relevance * parts["relevance"]

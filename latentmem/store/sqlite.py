@@ -56,7 +56,7 @@ class Scope:
             params.append(self.session_id)
         return " AND ".join(clauses), params
 
-    def contains(self, record: Record) -> bool:
+    def contains(self, record: Record | LightRow) -> bool:
         return (
             record.user_id == self.user_id
             and (self.agent_id is None or record.agent_id == self.agent_id)
@@ -66,6 +66,28 @@ class Scope:
     @property
     def narrowed(self) -> bool:
         return self.agent_id is not None or self.session_id is not None
+
+
+@dataclass(slots=True)
+class LightRow:
+    """What retrieval needs to score a candidate; full records are read for the top k only."""
+
+    rowid: int
+    id: str
+    user_id: str
+    agent_id: str | None
+    session_id: str | None
+    speaker: str | None
+    event_time: float | None
+    importance: float
+    access_count: int
+    vector: np.ndarray
+
+
+_LIGHT = (
+    "SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time, importance, "
+    "access_count, vector FROM records"
+)
 
 
 @dataclass
@@ -337,6 +359,19 @@ class SQLiteStore:
         if row is None:
             raise NotFoundError(f"no memory with id {record_id!r}")
         return self._row(row, with_vector)
+
+    def light_rows(self, column: str, keys: Sequence[Any]) -> list[LightRow]:
+        """Light rows by ``rowid`` or ``id``."""
+        assert column in ("rowid", "id")
+        out: list[LightRow] = []
+        with self.lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for r in self.conn.execute(f"{_LIGHT} WHERE {column} IN ({marks})", chunk):
+                    out.append(LightRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                                        np.frombuffer(r[9], dtype="<f4")))
+        return out
 
     def get_rows_by_id(self, ids: Sequence[str], with_vector: bool = False) -> list[StoredRow]:
         base = _SELECT_V if with_vector else _SELECT
