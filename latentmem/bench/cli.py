@@ -168,9 +168,12 @@ def cmd_longmemeval(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError("--limit must be positive")
-    units = load_longmemeval(args.data, args.limit)
+    if args.per_type is not None and args.per_type < 1:
+        raise InvalidInputError("--per-type must be positive")
+    units = load_longmemeval(args.data, args.limit, args.per_type)
     ks = [1, 5, 10, 20]
-    result = _run(args, units, ks, args.budget, "longmemeval", {"limit": args.limit})
+    result = _run(args, units, ks, args.budget, "longmemeval",
+                  {"limit": args.limit, "per_type": args.per_type})
     for name, s in result["systems"].items():
         for k in ks:
             s[f"turn_recall@{k}"] = s.get(f"recall@{k}")
@@ -201,6 +204,8 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("longmemeval", help="turn and session recall on LongMemEval")
     p.add_argument("--data", required=True, help="LongMemEval JSON or JSON.gz")
     p.add_argument("--limit", type=int, default=None, help="first N questions only")
+    p.add_argument("--per-type", type=int, default=None,
+                   help="first N questions of each question type (stratified subset)")
     p.add_argument("--budget", type=int, default=4000, help="context budget in tokens")
     _common(p)
     p.set_defaults(func=cmd_longmemeval)

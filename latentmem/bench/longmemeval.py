@@ -22,7 +22,10 @@ from latentmem.errors import InvalidInputError
 from latentmem.retrieve.timeparse import parse_time
 
 
-def load_longmemeval(path: str | Path, limit: int | None = None) -> list[Unit]:
+def load_longmemeval(path: str | Path, limit: int | None = None,
+                     per_type: int | None = None) -> list[Unit]:
+    """``limit``: the first N questions; ``per_type``: the first N of each question type
+    (a stratified subset, since files are often sorted by type)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -32,6 +35,15 @@ def load_longmemeval(path: str | Path, limit: int | None = None) -> list[Unit]:
             data = json.load(fh)
     except (OSError, json.JSONDecodeError) as exc:
         raise InvalidInputError(f"{path}: not valid LongMemEval JSON ({exc})") from exc
+    if per_type:
+        taken: dict[str, int] = {}
+        kept = []
+        for item in data:
+            kind = str(item.get("question_type"))
+            if taken.get(kind, 0) < per_type:
+                taken[kind] = taken.get(kind, 0) + 1
+                kept.append(item)
+        data = kept
     units = []
     for item in data[:limit] if limit else data:
         sessions = []
