@@ -84,7 +84,7 @@ def measure(n: int, embedder_name: str, queries: int, adds: int, real: int,
     stored, fresh_adds, fresh_queries = texts[:n], texts[n:n + adds], texts[n + adds:]
     base = get_embedder(embedder_name)
     base.embed_batch(["warm-up"])
-    root = Path(home) if home else Path(tempfile.mkdtemp(prefix="lm-perf-"))
+    root = Path(home) if home else Path(tempfile.mkdtemp(prefix="lm-perf-"))  # main() cleans up
     out: dict[str, Any] = {"n": n, "text_source": source, "real_vectors": real,
                            "generated_vectors": n - real, "home": str(root)}
     with Memory(root / "store", embedder=base, embed_cache=False, track_access=False) as m:
@@ -150,7 +150,14 @@ def measure(n: int, embedder_name: str, queries: int, adds: int, real: int,
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    print(json.dumps(measure(**args)))
+    if args.get("home"):
+        print(json.dumps(measure(**args)))
+        return
+    with tempfile.TemporaryDirectory(prefix="lm-perf-") as tmp:
+        args["home"] = tmp
+        result = measure(**args)
+        result["home"] = None  # deleted with the temporary directory
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
