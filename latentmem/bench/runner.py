@@ -60,6 +60,10 @@ def score_question(r: QuestionResult, ks: Sequence[int]) -> dict[str, float]:
         out["ndcg@10"] = M.ndcg_at_k(r.ranked, q.gold, 10)
         out["context_recall"] = M.context_recall(r.context, q.gold_texts)
     if q.gold_sessions:
+        # LongMemEval names its turn-level figures turn_recall@k.
+        for k in ks:
+            if f"recall@{k}" in out:
+                out[f"turn_recall@{k}"] = out[f"recall@{k}"]
         sessions = M.dedupe(session_of(k) for k in r.ranked)
         for k in (1, 5, 10):
             out[f"session_recall_any@{k}"] = M.recall_any_at_k(sessions, q.gold_sessions, k)
