@@ -13,7 +13,6 @@ fusion -> multi-factor rescoring -> top k, each with its score components.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -31,6 +30,15 @@ from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache, cache_key
 from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundError
 from latentmem.ids import new_id
+from latentmem.inputs import (
+    Content,
+    check_scope_value,
+    check_vector,
+    content_hash,
+    index_text_for,
+    is_unit_f32,
+    normalise_items,
+)
 from latentmem.retrieve import hybrid
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.scoring import rescore
@@ -42,46 +50,8 @@ from latentmem.types import Context, Edge, Hit, Receipt, Record, from_ts
 DB_FILE = "memory.db"
 INDEX_FILE = "vectors.faiss.npz"
 DEFAULT_USER = "default"
-MAX_ID_CHARS = 256
 MAX_K = 1000
 
-Content = str | Mapping[str, Any] | Sequence[str | Mapping[str, Any]]
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def index_text_for(text: str, speaker: str | None) -> str:
-    """What is embedded and BM25-indexed: the speaker matters for "what did Ana say"."""
-    return f"{speaker}: {text}" if speaker else text
-
-
-def _check_scope_value(name: str, value: object, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise InvalidInputError(f"{name} is required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(f"{name} must be a non-empty string, found {value!r}")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidInputError(f"{name} is {len(value)} characters; the limit is {MAX_ID_CHARS}")
-    return value
-
-
-def check_vector(vector: object, dim: int, what: str = "vector") -> np.ndarray:
-    try:
-        arr = np.asarray(vector, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{what}: expected {dim} numbers, found {type(vector).__name__}") from exc
-    if arr.ndim != 1 or arr.shape[0] != dim:
-        raise InvalidInputError(f"{what}: expected shape ({dim},), found {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise InvalidInputError(f"{what}: contains NaN or infinity")
-    norm = float(np.linalg.norm(arr))
-    if norm == 0.0:
-        raise InvalidInputError(f"{what}: is all zeros")
-    return (arr / norm).astype(np.float32)
 
 
 class Memory:
@@ -172,70 +142,6 @@ class Memory:
 
     # -- write path ---------------------------------------------------------------
 
-    def _normalise_items(self, content: Content, defaults: dict[str, Any]) -> list[dict[str, Any]]:
-        if isinstance(content, str | Mapping):
-            raw: list[Any] = [content]
-        elif isinstance(content, Sequence):
-            raw = list(content)
-        else:
-            raise InvalidInputError(
-                f"expected text, a message dict or a list of them; found {type(content).__name__}"
-            )
-        if not raw:
-            raise InvalidInputError("nothing to add: the list is empty")
-        if len(raw) > self.config.max_batch:
-            raise InputTooLargeError(
-                f"{len(raw)} items in one add; the limit is {self.config.max_batch}"
-            )
-        items = []
-        for pos, entry in enumerate(raw):
-            where = f"item {pos}" if len(raw) > 1 else "text"
-            pre = f"item {pos}: " if len(raw) > 1 else ""
-            item: dict[str, Any]
-            if isinstance(entry, str):
-                item = {"text": entry}
-            elif isinstance(entry, Mapping):
-                text = entry.get("content", entry.get("text"))
-                if text is None:
-                    raise InvalidInputError(f"{where}: a message needs 'content' (or 'text')")
-                item = {
-                    "text": text,
-                    "role": entry.get("role"),
-                    "speaker": entry.get("name", entry.get("speaker")),
-                    "event_time": entry.get("event_time", entry.get("timestamp")),
-                    "metadata": entry.get("metadata"),
-                    "is_message": "role" in entry,
-                }
-            else:
-                raise InvalidInputError(
-                    f"{where}: expected text or a message dict, found {type(entry).__name__}"
-                )
-            text = item["text"]
-            if not isinstance(text, str):
-                raise InvalidInputError(f"{pre}text must be a string, found {type(text).__name__}")
-            if not text.strip():
-                raise InvalidInputError(f"{pre}text is empty (expected at least one non-space character)")
-            if "\x00" in text:
-                raise InvalidInputError(f"{pre}text contains a NUL character")
-            if len(text) > self.config.max_text_chars:
-                raise InputTooLargeError(
-                    f"{where}: {len(text)} characters; the limit is {self.config.max_text_chars} "
-                    "(config max_text_chars)"
-                )
-            for key in ("role", "speaker"):
-                value = item.get(key)
-                if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_CHARS):
-                    raise InvalidInputError(f"{where}: {key} must be a short string, found {value!r}")
-            meta = item.get("metadata")
-            if meta is not None and not isinstance(meta, Mapping):
-                raise InvalidInputError(f"{where}: metadata must be a dict, found {type(meta).__name__}")
-            item["event_time"] = parse_time(item.get("event_time"), f"{where}: event_time")
-            for key, value in defaults.items():
-                if item.get(key) is None:
-                    item[key] = value
-            items.append(item)
-        return items
-
     def add(
         self,
         content: Content,
@@ -259,10 +165,10 @@ class Memory:
         first is linked to the session's previous last turn.
         """
         t0 = time.perf_counter()
-        user = _check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
+        user = check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
         assert user is not None
-        agent = _check_scope_value("agent_id", agent_id)
-        session = _check_scope_value("session_id", session_id)
+        agent = check_scope_value("agent_id", agent_id)
+        session = check_scope_value("session_id", session_id)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidInputError(f"metadata must be a dict, found {metadata.__class__.__name__}")
         if importance is not None and not (
@@ -271,13 +177,15 @@ class Memory:
             raise InvalidInputError(f"importance must be a number in [0, 1], found {importance!r}")
         if type is not None and (not isinstance(type, str) or not type.strip()):
             raise InvalidInputError(f"type must be a non-empty string, found {type!r}")
-        items = self._normalise_items(
+        items = normalise_items(
             content,
             {
                 "event_time": parse_time(event_time),
                 "role": role,
                 "speaker": speaker,
             },
+            self.config.max_batch,
+            self.config.max_text_chars,
         )
         if vector is not None:
             if len(items) != 1:
@@ -380,7 +288,7 @@ class Memory:
         """
         changes: dict[str, Any] = {}
         if text is not None:
-            item = self._normalise_items(text, {})[0]
+            item = normalise_items(text, {}, 1, self.config.max_text_chars)[0]
             changes["text"] = item["text"]
         if metadata is not None:
             if not isinstance(metadata, Mapping):
@@ -448,7 +356,7 @@ class Memory:
         return len(rows)
 
     def delete_all(self, user_id: str) -> int:
-        user = _check_scope_value("user_id", user_id, required=True)
+        user = check_scope_value("user_id", user_id, required=True)
         ids = [r.record.id for r in self.store.list_rows(Scope(user or DEFAULT_USER))]
         return self.delete(ids) if ids else 0
 
@@ -458,7 +366,7 @@ class Memory:
         """The row for ``id``; another user's memory is reported exactly like a missing one."""
         if not isinstance(id, str):
             raise InvalidInputError(f"id must be a string, found {id.__class__.__name__}")
-        user = _check_scope_value("user_id", user_id)
+        user = check_scope_value("user_id", user_id)
         row = self.store.get_row(id, with_vector=with_vector)
         if user is not None and row.record.user_id != user:
             raise NotFoundError(f"no memory with id {id!r}")
@@ -496,12 +404,12 @@ class Memory:
         return [r.record for r in rows]
 
     def _scope(self, user_id: str | None, agent_id: str | None, session_id: str | None) -> Scope:
-        user = _check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
+        user = check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
         assert user is not None
         return Scope(
             user,
-            _check_scope_value("agent_id", agent_id),
-            _check_scope_value("session_id", session_id),
+            check_scope_value("agent_id", agent_id),
+            check_scope_value("session_id", session_id),
         )
 
     def search(
@@ -625,8 +533,8 @@ class Memory:
             if rec.vector is None:
                 raise InvalidInputError(f"record {pos} ({rec.id}) has no vector")
             rec.vector = check_vector(rec.vector, self.dim, f"record {pos} ({rec.id}) vector") \
-                if not _is_unit_f32(rec.vector, self.dim) else rec.vector
-            _check_scope_value("user_id", rec.user_id, required=True)
+                if not is_unit_f32(rec.vector, self.dim) else rec.vector
+            check_scope_value("user_id", rec.user_id, required=True)
             if rec.text is not None and not isinstance(rec.text, str):
                 raise InvalidInputError(f"record {pos} ({rec.id}): text must be a string or null")
             rows.append((rec, index_text_for(rec.text or "", rec.speaker)))
@@ -652,14 +560,3 @@ class Memory:
         scope = None if user_id is None else self._scope(user_id, None, None)
         rows: list[StoredRow] = self.store.list_rows(scope, with_vector=True)
         return [r.record for r in rows], self.store.all_edges(user_id)
-
-
-def _is_unit_f32(vector: np.ndarray, dim: int) -> bool:
-    """Vectors read back from an export are used bit for bit, not renormalised."""
-    return (
-        isinstance(vector, np.ndarray)
-        and vector.dtype == np.float32
-        and vector.shape == (dim,)
-        and bool(np.isfinite(vector).all())
-        and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
-    )
