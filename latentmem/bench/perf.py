@@ -1,71 +1,201 @@
-"""``latentmem bench perf``: add and search latency, ingest rate, disk and memory, by size.
+"""``latentmem bench perf``: add and search latency, ingest rate, disk and peak RSS by size.
 
 Each size runs in a fresh subprocess (``perf_worker``), so peak RSS and caches
-belong to that size alone. See ``perf_worker`` for which vectors are real and
-which are generated (all but the first 2,000 at large n: embedding a million
-sentences on 2 cores would take about an hour).
+belong to that size alone, and a size that runs past ``--timeout`` is reported
+as skipped rather than holding up the others. ``perf_worker`` says which
+vectors are real and which are generated; ``perf_data`` where the text comes
+from. Nothing here asserts speed: tests check the shape of the output only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from latentmem.bench.report import stamp, table
-from latentmem.errors import LatentMemError
+from latentmem.bench.perf_data import machine_info, wait_quiet
+from latentmem.bench.report import commit, stamp, table
+from latentmem.errors import InvalidInputError, LatentMemError
 
-KEYS = ("add_ms_p50", "add_ms_p95", "bulk_ingest_turns_per_s", "search_ms_p50", "search_ms_p95",
-        "search_noembed_ms_p50", "search_noembed_ms_p95", "bytes_per_memory", "peak_rss_mb")
+# Every measured size carries these keys, all positive and finite.
+KEYS = ("add_ms_p50", "add_ms_p95", "add_cached_ms_p50", "add_cached_ms_p95",
+        "bulk_ingest_turns_per_s", "search_ms_p50", "search_ms_p95", "search_noembed_ms_p50",
+        "search_noembed_ms_p95", "search_dense_ms_p50", "search_bm25_ms_p50",
+        "bytes_per_memory", "sqlite_bytes_per_memory", "faiss_bytes_per_memory", "peak_rss_mb")
+COLUMNS = [("add_ms_p50", "add p50 ms"), ("add_ms_p95", "add p95 ms"),
+           ("add_cached_ms_p50", "cached add p50"), ("bulk_ingest_turns_per_s", "ingest turns/s"),
+           ("search_ms_p50", "search p50 ms"), ("search_ms_p95", "search p95 ms"),
+           ("search_noembed_ms_p50", "no-embed p50"), ("search_noembed_ms_p95", "no-embed p95"),
+           ("search_dense_ms_p50", "FAISS p50"), ("search_bm25_ms_p50", "BM25 p50"),
+           ("bytes_per_memory", "bytes/memory"), ("peak_rss_mb", "peak RSS MB"),
+           ("other_processes_cpu_share", "other CPU")]
+# Other processes using more than this share of the machine make latencies unreliable.
+BUSY = 0.10
 
 
-def run_size(n: int, embedder: str, queries: int, adds: int, real: int,
-             home: str | None) -> dict[str, Any]:
-    payload = json.dumps({"n": n, "embedder_name": embedder, "queries": queries, "adds": adds,
-                          "real": real, "home": home})
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected sizes like 10000,100000, found {text!r}") from exc
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be positive integers, found {text!r}")
+    return sizes
+
+
+def _relay(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    """Pass the worker's progress through as it comes, and keep it for error messages."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        lines.append(line)
+
+
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run."""
+    parts = ["latentmem bench perf", "--n", ",".join(str(n) for n in args.n)]
+    for name in ("queries", "adds", "real", "embedder"):
+        parts += [f"--{name}", str(getattr(args, name))]
+    if args.skip_add_latency:
+        parts.append("--skip-add-latency")
+    return " ".join(parts)
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Measure one size in a subprocess; a timeout or a crash becomes a skipped entry."""
+    if args.home:
+        return _run_worker(n, args, str(_kept_home(args.home, n)))
+    # The parent owns the temporary store, so it goes even when the worker is killed.
+    with tempfile.TemporaryDirectory(prefix="lm-perf-") as tmp:
+        return _run_worker(n, args, tmp)
+
+
+def _kept_home(base: str, n: int) -> Path:
+    return Path(base) / f"n{n}"
+
+
+def _run_worker(n: int, args: argparse.Namespace, home: str) -> dict[str, Any]:
+    payload = json.dumps({"n": n, "embedder_name": args.embedder, "queries": args.queries,
+                          "adds": args.adds, "real": args.real, "home": home,
+                          "skip_add_latency": args.skip_add_latency})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "latentmem.bench.perf_worker", payload],
-                          capture_output=True, text=True, env=env)
+    t0 = time.perf_counter()
+    progress: list[str] = []
+    with tempfile.TemporaryFile("w+") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "latentmem.bench.perf_worker", payload],
+                                stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
+        relay = threading.Thread(target=_relay, args=(proc, progress), daemon=True)
+        relay.start()
+        try:
+            proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            relay.join(5)
+            last = [ln.strip() for ln in progress if ln.strip().startswith("[")][-1:]
+            return {"n": n, "skipped": f"timed out after {args.timeout} s (--timeout); last "
+                    f"phase: {last[0] if last else 'none'}", "seconds": time.perf_counter() - t0}
+        relay.join(5)
+        stdout.seek(0)
+        text = stdout.read()
     if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise LatentMemError(f"perf run at n={n} failed: {tail[0]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+        tail = [ln.strip() for ln in progress if ln.strip()][-1:] or ["no output"]
+        return {"n": n, "skipped": f"failed: {tail[0]}", "seconds": time.perf_counter() - t0}
+    result = dict(json.loads(text.strip().splitlines()[-1]))
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
+def _cell(r: dict[str, Any], key: str) -> str:
+    value = r.get(key)
+    if key == "other_processes_cpu_share" and isinstance(value, float):
+        return f"{value:.0%}"
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+    return "-" if value is None else str(value)
+
+
+def render(out: dict[str, Any]) -> str:
+    done = [r for r in out["sizes"] if "skipped" not in r]
+    lines = [table([[f"{r['n']:,}", *[_cell(r, k) for k, _ in COLUMNS]] for r in done],
+                   ["n", *[h for _, h in COLUMNS]])] if done else []
+    lines += [f"n={r['n']:,}: skipped, {r['skipped']}" for r in out["sizes"] if "skipped" in r]
+    for r in done:
+        lines.append(f"n={r['n']:,}: {r['generated_vectors_note']}")
+        if r.get("fill_synthetic_texts"):
+            lines.append(f"n={r['n']:,}: the corpus ran out; {r['fill_synthetic_texts']:,} fill "
+                         "texts are synthetic sentences")
+        if r.get("other_processes_cpu_share", 0.0) > BUSY:
+            lines.append(f"n={r['n']:,}: WARNING other processes used "
+                         f"{r['other_processes_cpu_share']:.0%} of the CPU while latencies were "
+                         "measured; rerun on a quiet machine (--wait-quiet)")
+    m = out["machine"]
+    lines.append(f"text: {done[0]['text_source'] if done else '-'}; embedder {out['embedder']}; "
+                 f"{m['nproc']} cores ({m['lscpu_model']}), {out['date']}, {out['commit_note']}")
+    return "\n".join(lines)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    sizes = [int(x) for x in args.n.split(",") if x.strip()]
-    if not sizes or min(sizes) < 1:
-        raise LatentMemError("--n must list positive sizes, e.g. 10000,100000")
+    for name in ("queries", "adds", "real"):
+        if getattr(args, name) < 1:
+            raise InvalidInputError(f"--{name} must be positive, found {getattr(args, name)}")
+    if args.home:
+        taken = [str(_kept_home(args.home, n)) for n in args.n if _kept_home(args.home, n).exists()]
+        if taken:
+            raise InvalidInputError(f"--home: {', '.join(taken)} already exist; expected new "
+                                    "directories (remove them or choose another --home)")
     started = stamp()
-    results = []
-    for n in sizes:
+    sha = commit()
+    out: dict[str, Any] = {
+        "benchmark": "perf", "embedder": args.embedder,
+        "command": command(args),
+        "settings": {k: getattr(args, k) for k in ("queries", "adds", "real", "skip_add_latency",
+                                                   "timeout")},
+        "config": "Memory(path) defaults: embedding cache on, access tracking on, hybrid "
+                  "dense+BM25 with diffusion, k=10",
+        **started, "machine": machine_info(),
+        "commit_note": (f"working tree on top of {sha.removesuffix('+dirty')}"
+                        if sha.endswith("+dirty") else f"commit {sha}"),
+        "sizes": [],
+    }
+    for n in args.n:
+        if args.wait_quiet > 0:
+            share = wait_quiet(args.wait_quiet)
+            print(f"n={n:,}: other processes at {share:.0%} of the CPU", file=sys.stderr)
         print(f"n={n:,} ...", file=sys.stderr, flush=True)
-        home = str(Path(args.home) / f"n{n}") if args.home else None
-        results.append(run_size(n, args.embedder, args.queries, args.adds, args.real, home))
-    out = {"benchmark": "perf", "embedder": args.embedder, "sizes": results, **started}
-    rows = [[f"{r['n']:,}", *[r[k] for k in KEYS]] for r in results]
-    print(table(rows, ["n", "add p50 ms", "add p95 ms", "ingest turns/s", "search p50 ms",
-                       "search p95 ms", "no-embed p50", "no-embed p95", "bytes/memory",
-                       "peak RSS MB"]))
-    print(f"\nvectors: {results[0]['real_vectors']:,} real per size, the rest generated; "
-          f"text: {results[0]['text_source']}")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(out, indent=2))
+        out["sizes"].append(run_size(n, args))
+        if args.json_out:  # written after every size, so a long run keeps what it measured
+            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json_out).write_text(json.dumps(out, indent=2))
+    print(render(out))
+    if all("skipped" in r for r in out["sizes"]):
+        raise LatentMemError("every size was skipped: " + "; ".join(r["skipped"] for r in out["sizes"]))
     return 0
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("perf", help="latency, ingest rate, disk and memory by store size")
-    p.add_argument("--n", default="10000,100000", help="store sizes, comma-separated")
-    p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--adds", type=int, default=100)
-    p.add_argument("--real", type=int, default=2000, help="memories embedded for real per size")
-    p.add_argument("--embedder", default="minilm")
+    p.add_argument("--n", type=_sizes, default=[10_000, 100_000],
+                   help="store sizes, comma-separated (default 10000,100000)")
+    p.add_argument("--queries", type=int, default=200, help="timed searches per size")
+    p.add_argument("--adds", type=int, default=100, help="timed single adds per size")
+    p.add_argument("--real", type=int, default=2000,
+                   help="memories embedded for real per size (the ingest rate); the rest get "
+                        "generated vectors")
+    p.add_argument("--embedder", default="minilm", help="minilm (default) or hash (tests only)")
     p.add_argument("--home", default=None, help="keep the stores under this directory")
-    p.add_argument("--json", dest="json_out", default=None, metavar="OUT")
+    p.add_argument("--skip-add-latency", action="store_true", help="do not time single adds")
+    p.add_argument("--timeout", type=int, default=1800,
+                   help="seconds per size before it is reported as skipped (default 1800)")
+    p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                   help="before each size, wait up to S seconds for other processes to go quiet")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
     p.set_defaults(func=run_cli)

@@ -1,24 +1,26 @@
-"""One ``bench perf`` measurement at one store size, run in its own process so that
-peak RSS belongs to that size alone. Invoked by ``latentmem.bench.perf``; prints JSON.
+"""One ``bench perf`` measurement at one store size, in its own process so that peak RSS
+and caches belong to that size alone. Run by ``latentmem.bench.perf``; prints JSON.
 
-Of the n memories, ``real`` (default 2,000) are embedded for real through the
-bulk ingest path (that is the ingest rate reported); the rest get *generated*
-vectors: mixtures of two real vectors plus Gaussian noise, renormalised, so
-their geometry is roughly that of real text rather than uniform noise. Their
-text is real corpus sentences (BM25 works on real text). They are written with
-``Memory.import_records`` in batches, chained into sessions of 20 by ``next``
-edges, like a conversation store. Single adds and queries use fresh sentences
-that were never stored, so neither the embedding cache nor the index has seen
-them.
+Which vectors are real. The first ``real`` memories (default 2,000) are ingested
+for real: realistic sentences, embedded by the chosen embedder through
+``Memory.add`` in sessions of 20 turns; that is the ingest rate reported. The
+other ``n - real`` memories get *generated* vectors (a real vector plus half of
+another plus Gaussian noise, renormalised, so their geometry is roughly that of
+real text) with real corpus text (so BM25 and the FTS index work on real text),
+written through ``Memory.import_records`` in batches of 10,000 and chained into
+sessions of 20 by ``next`` edges. Embedding a million sentences on 2 cores
+would take about an hour. Single adds and all queries use fresh texts, embedded
+for real at the time they are measured.
+
+The store uses the default configuration (embedding cache on, access tracking
+on), so the figures are what an application gets from ``Memory(path)``.
 """
 
 from __future__ import annotations
 
 import json
-import lzma
-import random
+import sqlite3
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,138 +28,226 @@ from typing import Any
 
 import numpy as np
 
-SHARED_TEXT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "text"
+from latentmem.bench.perf_data import (
+    CpuShare,
+    Texts,
+    generated_vectors,
+    load_texts,
+    pct,
+    peak_rss_mb,
+    reset_peak,
+    rss_mb,
+)
+
 SESSION = 20
+FILL_BATCH = 10_000
+USER = "perf"
 
 
-def corpus(need: int, seed: int = 7) -> tuple[list[str], str]:
-    """``need`` distinct realistic sentences: the shared corpus if present, else synthetic."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for part in sorted(SHARED_TEXT.glob("sentences-*.tsv.xz")):
-        with lzma.open(part, "rt", encoding="utf-8") as fh:
-            for line in fh:
-                text = line.rstrip("\n").split("\t", 1)[-1].strip()
-                if len(text) > 20 and text not in seen:
-                    seen.add(text)
-                    out.append(text)
-                    if len(out) >= need:
-                        return out, f"{SHARED_TEXT}/sentences-*.tsv.xz"
-    rng = random.Random(seed)
-    subjects = ["I", "My sister", "Our team", "The landlord", "My doctor", "Ana", "We", "Jon"]
-    verbs = ["visited", "fixed", "booked", "cancelled", "painted", "ordered", "found", "moved"]
-    objects = ["the flat in Alfama", "a red bicycle", "tickets to Porto", "the piano",
-               "a new laptop", "the garden shed", "a table for six", "the vet appointment"]
-    whens = ["last Tuesday", "in May", "yesterday", "two weeks ago", "on the 3rd", "this morning"]
-    source = "synthetic (../shared/data/text is absent)" if not out else "shared corpus + synthetic"
-    while len(out) < need:
-        text = (f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} "
-                f"{rng.choice(whens)}, note {len(out)}.")
-        out.append(text)
-    return out, source
+def _progress(msg: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def peak_rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _messages(texts: list[str]) -> list[dict[str, str]]:
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t}
+            for i, t in enumerate(texts)]
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
+def _ingest(m: Any, texts: list[str], out: dict[str, Any]) -> None:
+    embed = store = 0.0
+    t0 = time.perf_counter()
+    for start in range(0, len(texts), SESSION):
+        receipt = m.add(_messages(texts[start:start + SESSION]), user_id=USER,
+                        session_id=f"real-{start // SESSION}")
+        embed += receipt.timings_ms["embed"]
+        store += receipt.timings_ms["store"] + receipt.timings_ms["index"]
+    seconds = time.perf_counter() - t0
+    out["bulk_ingest_turns"] = len(texts)
+    out["bulk_ingest_turns_per_s"] = len(texts) / seconds
+    out["bulk_ingest_embed_ms_per_turn"] = embed / len(texts)
+    out["bulk_ingest_store_ms_per_turn"] = store / len(texts)
 
 
-def measure(n: int, embedder_name: str, queries: int, adds: int, real: int,
-            home: str | None) -> dict[str, Any]:
-    from latentmem.encode.base import get_embedder
-    from latentmem.memory import Memory
+def _fill(m: Any, texts: Texts, start: int, n: int, out: dict[str, Any]) -> None:
+    from latentmem.encode import segment
     from latentmem.types import Edge, Record
 
+    sample = np.stack([np.asarray(r.vector) for r in m.all(user_id=USER, include_vectors=True)])
+    rng = np.random.default_rng(0)
+    stream = texts.fill()
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    t0 = time.perf_counter()
+    for lo in range(start, n, FILL_BATCH):
+        hi = min(n, lo + FILL_BATCH)
+        vecs = generated_vectors(sample, hi - lo, rng)
+        records = []
+        for i, vec in zip(range(lo, hi), vecs, strict=True):
+            text = next(stream)
+            when = base + timedelta(minutes=i)
+            records.append(Record(
+                id=f"gen{i:023d}", user_id=USER, session_id=f"gen-{i // SESSION}", text=text,
+                title=segment.derive_title(text), summary=segment.derive_summary(text),
+                type="message", role="user" if i % 2 == 0 else "assistant",
+                event_time=when, created_at=when, updated_at=when,
+                importance=float(rng.uniform(0.2, 0.8)), content_hash=f"{i:032x}", vector=vec,
+            ))
+        edges = [Edge(records[j - 1].id, records[j].id, "next", 1.0, base)
+                 for j in range(1, len(records)) if (lo + j) % SESSION]
+        m.import_records(records, edges)
+        if (hi // FILL_BATCH) % 10 == 0 or hi == n:
+            _progress(f"fill {hi:,}/{n:,} ({time.perf_counter() - t0:.0f} s)")
+    seconds = time.perf_counter() - t0
+    out["fill_synthetic_texts"] = texts.synthetic_fill
+    out["fill_seconds"] = seconds
+    out["import_records_per_s"] = (n - start) / seconds
+
+
+def _single_adds(m: Any, texts: list[str], out: dict[str, Any]) -> None:
+    fresh: list[float] = []
+    embed: list[float] = []
+    for i, text in enumerate(texts):
+        t = time.perf_counter()
+        receipt = m.add(text, user_id=USER, session_id=f"live-{i // SESSION}")
+        fresh.append((time.perf_counter() - t) * 1e3)
+        embed.append(receipt.timings_ms["embed"])
+    cached: list[float] = []
+    again: list[str] = []
+    for i, text in enumerate(texts):
+        t = time.perf_counter()
+        receipt = m.add(text, user_id=USER, session_id=f"again-{i // SESSION}")
+        cached.append((time.perf_counter() - t) * 1e3)
+        again.extend(receipt.ids)
+        if receipt.cached_embeddings != 1:
+            raise RuntimeError("a repeated add missed the embedding cache")
+    m.delete(again)  # the store holds n + adds memories again, as before the repeats
+    out["add_ms_p50"], out["add_ms_p95"] = pct(fresh, 50), pct(fresh, 95)
+    out["add_embed_ms_p50"] = pct(embed, 50)
+    out["add_cached_ms_p50"], out["add_cached_ms_p95"] = pct(cached, 50), pct(cached, 95)
+
+
+def _searches(m: Any, embedder: Any, texts: Texts, out: dict[str, Any]) -> None:
+    from latentmem.store.sqlite import Scope
+
+    for q in texts.warmup:
+        m.search(q, user_id=USER)
+    qvecs = embedder.embed_batch(texts.queries)
+    with_embed: list[float] = []
+    without: list[float] = []
+    dense: list[float] = []
+    bm25: list[float] = []
+    n_cands = max(m.config.candidates, 10)
+    for q, v in zip(texts.queries, qvecs, strict=True):
+        t = time.perf_counter()
+        m.search(q, user_id=USER, k=10)
+        with_embed.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        m.search(q, user_id=USER, k=10, query_vector=v)
+        without.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        m.index.search(USER, v, n_cands)
+        dense.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        m.store.bm25(q, Scope(USER), n_cands)
+        bm25.append((time.perf_counter() - t) * 1e3)
+    out["search_ms_p50"], out["search_ms_p95"] = pct(with_embed, 50), pct(with_embed, 95)
+    out["search_noembed_ms_p50"] = pct(without, 50)
+    out["search_noembed_ms_p95"] = pct(without, 95)
+    out["search_dense_ms_p50"], out["search_dense_ms_p95"] = pct(dense, 50), pct(dense, 95)
+    out["search_bm25_ms_p50"], out["search_bm25_ms_p95"] = pct(bm25, 50), pct(bm25, 95)
+    out["query_words_mean"] = float(np.mean([len(q.split()) for q in texts.queries]))
+
+
+def _disk(store_dir: Path, records: int, out: dict[str, Any]) -> None:
+    files = {p.name: p.stat().st_size for p in store_dir.iterdir() if p.is_file()}
+    out["disk_files"] = files
+    out["disk_bytes"] = sum(files.values())
+    out["bytes_per_memory"] = out["disk_bytes"] / records
+    out["sqlite_bytes_per_memory"] = sum(v for k, v in files.items() if k.startswith("memory.db")) / records
+    out["faiss_bytes_per_memory"] = sum(v for k, v in files.items() if "faiss" in k) / records
+    conn = sqlite3.connect(str(store_dir / "memory.db"))
+    try:
+        rows = conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+        out["sqlite_bytes_per_memory_by_object"] = {
+            str(name): size / records for name, size in sorted(rows, key=lambda r: -r[1])
+        }
+    except sqlite3.Error:  # SQLite built without dbstat: the file totals still stand
+        out["sqlite_bytes_per_memory_by_object"] = None
+    finally:
+        conn.close()
+
+
+def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200, adds: int = 100,
+            real: int = 2000, skip_add_latency: bool = False) -> dict[str, Any]:
+    from latentmem.encode.base import get_embedder
+    from latentmem.memory import Memory
+
     real = min(real, n)
-    texts, source = corpus(n + adds + queries)
-    stored, fresh_adds, fresh_queries = texts[:n], texts[n:n + adds], texts[n + adds:]
+    peaks: dict[str, float] = {}
+    separate = reset_peak()
     base = get_embedder(embedder_name)
-    base.embed_batch(["warm-up"])
-    root = Path(home) if home else Path(tempfile.mkdtemp(prefix="lm-perf-"))  # main() cleans up
-    out: dict[str, Any] = {"n": n, "text_source": source, "real_vectors": real,
-                           "generated_vectors": n - real, "home": str(root)}
-    with Memory(root / "store", embedder=base, embed_cache=False, track_access=False) as m:
-        t0 = time.perf_counter()
-        for start in range(0, real, 100):
-            chunk = stored[start:start + 100]
-            m.add([{"role": "user", "content": t} for t in chunk], user_id="perf",
-                  session_id=f"real-{start // SESSION}")
-        out["bulk_ingest_turns_per_s"] = real / (time.perf_counter() - t0)
-        t_fill = time.perf_counter()
-        sample = np.stack([np.asarray(r.vector) for r in m.all(user_id="perf", include_vectors=True)])
-        rng = np.random.default_rng(0)
-        now = datetime(2024, 1, 1, tzinfo=UTC)
-        for start in range(real, n, 10_000):
-            stop = min(n, start + 10_000)
-            a = sample[rng.integers(0, len(sample), stop - start)]
-            b = sample[rng.integers(0, len(sample), stop - start)]
-            vecs = a + 0.5 * b + rng.normal(0, 0.03, a.shape).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            records = []
-            for i, vec in zip(range(start, stop), vecs, strict=True):
-                when = now + timedelta(minutes=i)
-                records.append(Record(
-                    id=f"{i:026d}", user_id="perf", session_id=f"gen-{i // SESSION}",
-                    text=stored[i], title=stored[i][:60], summary=stored[i][:240],
-                    event_time=when, created_at=when, updated_at=when,
-                    content_hash=str(i), vector=vec.astype(np.float32),
-                ))
-            edges = [Edge(records[j - 1].id, records[j].id, "next")
-                     for j in range(1, len(records)) if (start + j) % SESSION]
-            m.import_records(records, edges)
-        out["fill_seconds"] = time.perf_counter() - t_fill
+    base.embed_batch(["warm-up: load the model before anything is timed"])
+    texts = load_texts(queries, adds, real)
+    root = Path(home)
+    out: dict[str, Any] = {
+        "n": n, "text_source": texts.source, "real_vectors": real, "generated_vectors": n - real,
+        "generated_vectors_note": (
+            f"memories {real + 1:,}..{n:,} have generated vectors (mixtures of real ones) "
+            "written by import_records; ingest rate, single adds and queries use real "
+            "embeddings" if n > real else "all vectors are real embeddings"),
+        "queries": len(texts.queries), "adds": 0 if skip_add_latency else len(texts.adds),
+        "rss_mb_startup": rss_mb(),
+    }
+    peaks["startup"] = peak_rss_mb()
+    try:
+        import faiss
+        import torch
 
-        add_ms = []
-        for i, text in enumerate(fresh_adds):
-            t = time.perf_counter()
-            m.add(text, user_id="perf", session_id=f"adds-{i // SESSION}")
-            add_ms.append((time.perf_counter() - t) * 1e3)
-        out["add_ms_p50"], out["add_ms_p95"] = pct(add_ms, 50), pct(add_ms, 95)
+        out["threads"] = {"torch": torch.get_num_threads(), "faiss_omp": faiss.omp_get_max_threads()}
+    except ImportError:
+        out["threads"] = {}
 
-        qvecs = base.embed_batch(fresh_queries)
-        for q in fresh_queries[:5]:
-            m.search(q, user_id="perf")  # warm the page cache
-        with_embed, without = [], []
-        for q, v in zip(fresh_queries, qvecs, strict=True):
-            t = time.perf_counter()
-            m.search(q, user_id="perf", k=10)
-            with_embed.append((time.perf_counter() - t) * 1e3)
-            t = time.perf_counter()
-            m.search(q, user_id="perf", k=10, query_vector=v)
-            without.append((time.perf_counter() - t) * 1e3)
-        out["search_ms_p50"], out["search_ms_p95"] = pct(with_embed, 50), pct(with_embed, 95)
-        out["search_noembed_ms_p50"] = pct(without, 50)
-        out["search_noembed_ms_p95"] = pct(without, 95)
-        total = m.stats()["records"]
+    def phase(name: str) -> None:
+        _progress(f"{name} (n={n:,})")
+        if separate:
+            reset_peak()
+
+    with Memory(root / "store", embedder=base) as m:
+        phase("ingest")
+        _ingest(m, texts.ingest, out)
+        peaks["ingest"] = peak_rss_mb()
+        if n > real:
+            phase("fill")
+            _fill(m, texts, real, n, out)
+            peaks["fill"] = peak_rss_mb()
+        else:
+            out["fill_seconds"], out["import_records_per_s"], out["fill_synthetic_texts"] = 0.0, None, 0
+        cpu = CpuShare()
+        if not skip_add_latency:
+            phase("single adds")
+            _single_adds(m, texts.adds, out)
+            peaks["add"] = peak_rss_mb()
+        phase("search")
+        _searches(m, base, texts, out)
+        peaks["search"] = peak_rss_mb()
+        out["other_processes_cpu_share"] = cpu.stop()
+        phase("flush")
+        out["records"] = m.stats()["records"]
+        t = time.perf_counter()
         m.flush()
         m.store.checkpoint()
-    size = sum(p.stat().st_size for p in (root / "store").glob("*") if p.is_file())
-    out.update({"records": total, "disk_bytes": size, "bytes_per_memory": size / total,
-                "peak_rss_mb": peak_rss_mb()})
+        out["flush_seconds"] = time.perf_counter() - t
+    peaks["flush"] = peak_rss_mb()
+    _disk(root / "store", out["records"], out)
+    out["peak_rss_mb_by_phase"] = peaks if separate else None
+    out["peak_rss_mb"] = max(peaks.values())
+    out["peak_rss_note"] = ("VmHWM per phase (reset between phases)" if separate
+                            else "cumulative peak (could not reset VmHWM)")
     return out
 
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    if args.get("home"):
-        print(json.dumps(measure(**args)))
-        return
-    with tempfile.TemporaryDirectory(prefix="lm-perf-") as tmp:
-        args["home"] = tmp
-        result = measure(**args)
-        result["home"] = None  # deleted with the temporary directory
-    print(json.dumps(result))
+    print(json.dumps(measure(**args)))
 
 
 if __name__ == "__main__":
