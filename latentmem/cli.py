@@ -61,6 +61,7 @@ def cmd_add(args: argparse.Namespace) -> int:
             metadata=metadata,
             speaker=args.speaker,
             type=args.type,
+            supersedes=args.supersedes,
         )
     _emit(
         args,
@@ -234,12 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker", default=None)
     p.add_argument("--type", default=None)
     p.add_argument("--metadata", default=None, help="JSON object")
+    p.add_argument("--supersedes", action="append", default=None, metavar="ID",
+                   help="a memory this one replaces (kept, marked valid until now; repeatable)")
     p.set_defaults(func=cmd_add)
 
     p = sub.add_parser("search", parents=[common, scoped], help="hybrid search with scores")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--as-of", default=None, help="reference time for recency")
+    p.add_argument("--as-of", default=None,
+                   help="answer as of this time: later and superseded memories are hidden")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("context", parents=[common, scoped], help="pack memories into a budget")

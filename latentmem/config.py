@@ -53,6 +53,26 @@ class Config:
     diffusion_seeds: int = 50
     # Added to the memories of the one speaker a query names; 0 switches it off.
     speaker_boost: float = 0.3
+    # Entity hop (latentmem/retrieve/hybrid.py): names in the best `entity_seeds` hits are
+    # searched again; 0 gain switches it off.
+    entity_gain: float = 0.0
+    entity_seeds: int = 5
+    entity_terms: int = 3
+    entity_hits: int = 20
+    # Relevance of a memory that a newer one superseded is multiplied by this.
+    superseded_factor: float = 0.5
+    # Memories in the window a query's time expression names ("last week", "in May 2023")
+    # gain this much relevance (latentmem/retrieve/timequery.py); 0 switches it off.
+    time_boost: float = 0.3
+    # Second stage (latentmem/retrieve/rerank.py); 0 switches each off.
+    session_boost: float = 0.4
+    session_centroid: float = 0.0
+    session_diversity: float = 0.0
+    listing_diversity: float = 0.1  # added to session_diversity for listing queries
+    mmr: float = 0.0
+    rerank_depth: int = 50
+    maxsim_weight: float = 0.0  # late-interaction rerank of the top maxsim_depth
+    maxsim_depth: int = 20
     # Each first-stage retriever contributes this many candidates (at least k).
     candidates: int = 100
     max_text_chars: int = 100_000

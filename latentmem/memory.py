@@ -29,6 +29,7 @@ from latentmem.encode import segment
 from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache, cache_key
 from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundError
+from latentmem.graph import causal, entities
 from latentmem.ids import new_id
 from latentmem.inputs import (
     Content,
@@ -39,10 +40,12 @@ from latentmem.inputs import (
     is_unit_f32,
     normalise_items,
 )
-from latentmem.retrieve import hybrid
+from latentmem.retrieve import hybrid, rerank
 from latentmem.retrieve.context import pack
+from latentmem.retrieve.intent import is_listing
 from latentmem.retrieve.scoring import rescore
 from latentmem.retrieve.timeparse import parse_time
+from latentmem.retrieve.timequery import parse_query_time
 from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
 from latentmem.store.vector_index import FaissIndex
 from latentmem.types import Context, Edge, Hit, Receipt, Record, from_ts
@@ -81,6 +84,7 @@ class Memory:
         self.config = config
         self._lock = threading.RLock()
         self.store = SQLiteStore(self.home / DB_FILE)
+        self.store.entity_extractor = entities.extract
         base = get_embedder(embedder if embedder is not None else config.embedder)
         self.store.bind_embedder(base.name, base.dim)
         self.embedder: Embedder = base
@@ -164,6 +168,7 @@ class Memory:
         type: str | None = None,
         importance: float | None = None,
         vector: Sequence[float] | np.ndarray | None = None,
+        supersedes: str | Sequence[str] | None = None,
     ) -> Receipt:
         """Remember text, a message, or a list of messages. All or nothing.
 
@@ -171,6 +176,12 @@ class Memory:
         optionally ``name``/``speaker``, ``event_time``/``timestamp`` and
         ``metadata``. Consecutive items are linked by ``next`` edges, and the
         first is linked to the session's previous last turn.
+
+        ``supersedes``: ids of this user's memories that the new one replaces ("I moved
+        to Porto" after "I live in Lisbon"). They are kept, not overwritten: each gets
+        ``valid_to`` = the new memory's event time and ``superseded_by``, and a
+        ``supersedes`` edge links new to old. Searches rank them lower, and a search
+        ``as_of`` a date before the change still sees them as current.
         """
         t0 = time.perf_counter()
         user = check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
@@ -199,6 +210,7 @@ class Memory:
             if len(items) != 1:
                 raise InvalidInputError("a vector can only be given with a single text")
             given = check_vector(vector, self.dim)
+        replaced = self._superseded(supersedes, user)
         now = datetime.now(UTC)
         # Expand items into records (long texts become several chunks).
         pieces: list[tuple[dict[str, Any], str, int, int]] = []
@@ -260,8 +272,17 @@ class Memory:
                 prev = self.store.last_in_session(Scope(user, agent, session))
                 if prev is not None:
                     edges.insert(0, Edge(prev, records[0][0].id, "next", 1.0, now))
+            by_id = {r.id: r for r, _ in records}
+            for e in [e for e in edges if e.type == "next"]:
+                way = causal.direction(by_id[e.dst].text or "")
+                if way:
+                    src, dst = (e.src, e.dst) if way > 0 else (e.dst, e.src)
+                    edges.append(Edge(src, dst, "causal", 1.0, now))
             self._sync_index()
-            rowids = self.store.insert(records, edges)
+            if replaced:
+                newest = records[-1][0]
+                edges += [Edge(newest.id, old, "supersedes", 1.0, now) for old in replaced]
+            rowids = self.store.insert(records, edges, supersede=replaced)
             t_store = time.perf_counter()
             self.index.add(user, np.asarray(rowids, dtype=np.int64), vectors)
             self.index.epoch = self.store.vector_epoch()
@@ -277,6 +298,16 @@ class Memory:
             },
             cached_embeddings=cached,
         )
+
+    def _superseded(self, supersedes: str | Sequence[str] | None, user: str) -> list[str]:
+        if supersedes is None:
+            return []
+        ids = [supersedes] if isinstance(supersedes, str) else list(supersedes)
+        if not all(isinstance(i, str) and i for i in ids):
+            raise InvalidInputError("supersedes must be a memory id or a list of ids")
+        for rid in ids:
+            self._owned(rid, user)  # NotFoundError for unknown ids and other users' memories
+        return list(dict.fromkeys(ids))
 
     def update(
         self,
@@ -448,6 +479,8 @@ class Memory:
             raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], found {k!r}")
         scope = self._scope(user_id, agent_id, session_id)
         reference = parse_time(as_of, "as_of")
+        if reference is not None:
+            scope = replace(scope, until=reference.timestamp())
         weights = weights or self.config.weights
         if query_vector is not None:
             qvec = check_vector(query_vector, self.dim, "query_vector")
@@ -455,16 +488,26 @@ class Memory:
             qvec = self.embedder.embed_batch([query])[0]
         with self._lock:
             self._sync_index()
+            window = None
+            if self.config.time_boost > 0:
+                now = reference
+                if now is None:
+                    latest = self.store.latest_event_time(scope)
+                    now = from_ts(latest) if latest is not None else None
+                window = parse_query_time(query, now)
             cands = hybrid.retrieve(
                 self.store, self.index, scope, query, qvec, self.config,
-                max(self.config.candidates, k),
+                max(self.config.candidates, k), window,
             )
         if not cands:
             return []
         if reference is None:
             times = [c.row.event_time for c in cands if c.row.event_time is not None]
             reference = from_ts(max(times)) if times else None
+        cfg = self.config
+        rerank.session_scale(self.store, scope, qvec, cands, cfg)
         scored: list[tuple[float, str, int, dict[str, float]]] = []
+        by_rowid = {c.row.rowid: c.row for c in cands}
         for cand in cands:
             row = cand.row
             score, parts = rescore(
@@ -475,6 +518,18 @@ class Memory:
             parts["final"] = score
             scored.append((score, row.id, row.rowid, parts))
         scored.sort(key=lambda x: (-x[0], x[1]))
+        tokens = getattr(self.embedder, "token_vectors", None)
+        if cfg.maxsim_weight > 0 and tokens is not None and scored:
+            scored = self._late_interaction(query, scored, tokens)
+        diversity = cfg.session_diversity
+        if cfg.listing_diversity > 0 and is_listing(query):
+            diversity += cfg.listing_diversity
+        if diversity > 0 or cfg.mmr > 0:
+            rows = [by_rowid[x[2]] for x in scored]
+            vectors = np.stack([r.vector for r in rows]) if cfg.mmr > 0 else None
+            order = rerank.diversify([x[0] for x in scored], [r.session_id for r in rows],
+                                     vectors, k, diversity, cfg.mmr, max(cfg.rerank_depth, k))
+            scored = [scored[i] for i in order]
         top = scored[:k]
         records = self.store.get_rows_by_rowid([rowid for _, _, rowid, _ in top])
         hits = [Hit(records[rowid].record, score, parts) for score, _, rowid, parts in top
@@ -482,6 +537,27 @@ class Memory:
         if self.config.track_access if track_access is None else track_access:
             self.store.touch([rowid for _, _, rowid, _ in top])
         return hits
+
+    def _late_interaction(
+        self,
+        query: str,
+        scored: list[tuple[float, str, int, dict[str, float]]],
+        tokens: Any,
+    ) -> list[tuple[float, str, int, dict[str, float]]]:
+        """Add ``maxsim_weight`` x min-max-normalised MaxSim to the top ``maxsim_depth``."""
+        depth = min(len(scored), self.config.maxsim_depth)
+        head = scored[:depth]
+        texts = self.store.index_texts([rowid for _, _, rowid, _ in head])
+        vecs = tokens([query, *[texts.get(rowid, "") for _, _, rowid, _ in head]])
+        sims = rerank.maxsim(vecs[0], vecs[1:])
+        lo, hi = float(sims.min()), float(sims.max())
+        rescored = []
+        for (score, rid, rowid, parts), sim in zip(head, sims, strict=True):
+            value = self.config.maxsim_weight * ((sim - lo) / (hi - lo) if hi > lo else 0.0)
+            parts = {**parts, "maxsim": float(sim), "final": score + value}
+            rescored.append((score + value, rid, rowid, parts))
+        rescored.sort(key=lambda x: (-x[0], x[1]))
+        return rescored + scored[depth:]
 
     def context(
         self,

@@ -119,16 +119,33 @@ def test_longmemeval_end_to_end(tmp_path: Path) -> None:
     assert result["session_recall_any@5"] == 1.0
 
 
-def test_perf_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "perf.json"
-    assert main(["bench", "perf", "--n", "300", "--embedder", "hash", "--queries", "20",
-                 "--adds", "10", "--real", "100", "--json", str(out)]) == 0
-    size = json.loads(out.read_text())["sizes"][0]
-    for key in ("add_ms_p50", "add_ms_p95", "bulk_ingest_turns_per_s", "search_ms_p50",
-                "search_ms_p95", "search_noembed_ms_p50", "search_noembed_ms_p95",
-                "bytes_per_memory", "peak_rss_mb"):
-        assert math.isfinite(size[key]) and size[key] > 0, key
-    assert size["records"] == 310 and size["generated_vectors"] == 200
+def test_ablate_end_to_end(tmp_path: Path) -> None:
+    one = json.loads(_locomo(tmp_path).read_text())[0]
+    two = {**one, "sample_id": "conv-u"}
+    data = tmp_path / "two.json"
+    data.write_text(json.dumps([one, two]))
+    out = tmp_path / "a.json"
+    assert main(["bench", "ablate", "--data", str(data), "--fit", "conv-t", "--embedder", "hash",
+                 "--cache", str(tmp_path / "c.db"), "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["fit"] == ["conv-t"] and result["held_out"] == ["conv-u"]
+    variants = result["variants"]
+    assert "all on (default)" in variants and "plain rrf (all off)" in variants
+    for v in variants.values():
+        assert v["fit"]["questions"] == v["held_out"]["questions"] == 3
+        assert 0.0 <= v["held_out"]["recall@10"] <= 1.0
+    assert main(["bench", "ablate", "--data", str(data), "--fit", "conv-x", "--embedder", "hash",
+                 "--cache", str(tmp_path / "c.db"), "--quiet"]) == 2
+
+
+def test_set_overrides_reach_the_engine(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    assert main(["bench", "locomo", "--data", str(_locomo(tmp_path)), "--embedder", "hash",
+                 "--system", "latentmem", "--cache", str(tmp_path / "c.db"), "--json", str(out),
+                 "--quiet", "--set", "diffusion_hops=0", "--set", "fusion=rrf"]) == 0
+    assert json.loads(out.read_text())["settings"] == {"diffusion_hops": 0, "fusion": "rrf"}
+    with pytest.raises(SystemExit):
+        main(["bench", "locomo", "--data", str(_locomo(tmp_path)), "--set", "no_such_key=1"])
 
 
 # recall@10 of latentmem on conv-26, measured when this floor was set, minus 0.02.

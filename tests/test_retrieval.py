@@ -85,6 +85,9 @@ def test_speaker_boost_prefers_the_named_speaker(tmp_path: Path) -> None:
         {"use_bm25": False},
         {"use_dense": False},
         {"diffusion_hops": 0, "speaker_boost": 0.0},
+        {"time_boost": 0.0, "session_boost": 0.0, "listing_diversity": 0.0},
+        {"entity_gain": 0.3, "session_centroid": 0.2, "session_diversity": 0.1, "mmr": 0.2,
+         "maxsim_weight": 0.3},
     ],
 )
 def test_every_component_can_be_switched_off(tmp_path: Path, settings: dict) -> None:

@@ -42,12 +42,32 @@ def default_cache(embedder: str) -> str:
     return str(base / f"bench-embeddings-{embedder}.db")
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """``key=value`` for a latentmem Config field; the value is read as JSON when it can be."""
+    from latentmem.config import Config
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, found {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    try:
+        Config.from_dict({key: value})
+    except (InvalidInputError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return key, value
+
+
 def _setup(args: argparse.Namespace) -> BenchSetup:
     from latentmem.encode.base import get_embedder
 
     embedder = get_embedder(args.embedder)
     embedder.embed_batch(["warm-up: load the model before anything is timed"])
-    return BenchSetup(embedder, args.cache or default_cache(args.embedder))
+    return BenchSetup(embedder, args.cache or default_cache(args.embedder),
+                      dict(getattr(args, "settings", None) or []))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,6 +77,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="embedding cache file shared across runs")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--set", dest="settings", type=_setting, action="append", metavar="KEY=VALUE",
+                   help="override a latentmem config setting (repeatable), e.g. --set "
+                        "diffusion_hops=0 for an ablation")
 
 
 def prewarm(setup: BenchSetup, units: list[Unit], quiet: bool) -> float:
@@ -105,6 +128,7 @@ def _run(args: argparse.Namespace, units: list[Unit], ks: list[int], budget: int
     result: dict[str, Any] = {
         "benchmark": bench, "data": str(args.data), "system": primary, "k": ks,
         "budget_tokens": budget, "embedder": setup.embedder.name,
+        "settings": setup.settings,
         "tokenizer": "all-MiniLM-L6-v2 WordPiece (see latentmem/retrieve/tokens.py)",
         **extra,
     }
@@ -203,8 +227,7 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_longmemeval)
 
-    try:
-        from latentmem.bench import perf
-    except ImportError:  # perf is optional while it is being built
-        return
+    from latentmem.bench import ablate, perf
+
     perf.add_parser(sub)
+    ablate.add_parser(sub)

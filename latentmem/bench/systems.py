@@ -74,6 +74,8 @@ class System(Protocol):
 class BenchSetup:
     embedder: Embedder  # the raw model; systems cache through ``cache_path``
     cache_path: str
+    # Config overrides for the latentmem system (``--set key=value``), for ablations.
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 SystemFactory = Callable[[BenchSetup], System]
@@ -110,7 +112,8 @@ class LatentMemSystem:
         self._dir = tempfile.mkdtemp(prefix="lm-bench-")
         self.memory = Memory(
             Path(self._dir) / "store", embedder=setup.embedder,
-            embed_cache_path=setup.cache_path, track_access=False, **settings,
+            embed_cache_path=setup.cache_path, track_access=False,
+            **{**setup.settings, **settings},
         )
 
     def ingest(self, sessions: list[Session]) -> int:

@@ -92,6 +92,13 @@ class CachedEmbedder:
         self.hits = 0
         self.misses = 0
 
+    def token_vectors(self, texts: Sequence[str], max_tokens: int = 64) -> list[np.ndarray]:
+        """Not cached: token vectors are 30-60x the size of a text's embedding."""
+        inner = getattr(self.inner, "token_vectors", None)
+        if inner is None:
+            raise AttributeError(f"{self.name} has no token vectors")
+        return list(inner(texts, max_tokens))
+
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         keys = [cache_key(self.name, t) for t in texts]
         found = self.cache.get_many(list(dict.fromkeys(keys)), self.dim)

@@ -39,4 +39,9 @@ class HashEmbedder:
         return normalise(out)
 
 
+    def token_vectors(self, texts: Sequence[str], max_tokens: int = 64) -> list[np.ndarray]:
+        """One hashed vector per word: exact-word MaxSim, enough to test the reranker."""
+        return [self.embed_batch(_WORD.findall(t.lower())[:max_tokens] or [t]) for t in texts]
+
+
 register_embedder("hash", HashEmbedder)

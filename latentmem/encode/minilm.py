@@ -77,6 +77,26 @@ class MiniLMEmbedder:
         return out
 
 
+    def token_vectors(self, texts: Sequence[str], max_tokens: int = 64) -> list[np.ndarray]:
+        """Unit-normalised contextual vectors of each text's word pieces ([CLS], [SEP] and
+        padding left out), for late-interaction (MaxSim) reranking. Texts are cut at
+        ``max_tokens``: reranking short turns, a longer window buys little and costs a lot."""
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+        if not texts:
+            return []
+        with torch.inference_mode():
+            batch = self._tokenizer(list(texts), padding=True, truncation=True,
+                                    max_length=max_tokens, return_tensors="pt")
+            hidden = self._model(**batch).last_hidden_state
+            hidden = torch.nn.functional.normalize(hidden, dim=-1).float().numpy()
+        lengths = batch["attention_mask"].sum(1).tolist()
+        return [hidden[i, 1 : max(2, int(n) - 1)] for i, n in enumerate(lengths)]
+
+
 _shared: MiniLMEmbedder | None = None
 
 

@@ -11,6 +11,10 @@ away how far apart the scores are, and a BM25 hit on a rare name is worth far
 more than rank 1 of a flat cosine list. Dense scores are exact for every
 candidate (BM25-only ones included) because the stored vectors are read back.
 
+Time. When the query names a time ("last week", "in May 2023"; see
+timequery.py), the best dense matches inside that window join the candidates
+and every candidate inside it gains ``time_boost``.
+
 Speaker match. When the query names exactly one speaker of the scope ("What
 does Melanie do on hikes?"), what that person said gets ``speaker_boost``
 added (after diffusion, before normalisation): the question is about them.
@@ -26,10 +30,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentmem.config import Config
+from latentmem.graph import entities
 from latentmem.graph.diffusion import chains, neighbourhood, spread
 from latentmem.retrieve.scoring import rrf
+from latentmem.retrieve.timequery import TimeWindow
 from latentmem.store.sqlite import LightRow, Scope, SQLiteStore
 from latentmem.store.vector_index import FaissIndex
+from latentmem.types import from_ts
+
+# A time window holding more memories than this is too wide to search on its own.
+WINDOW_ROWS = 50_000
 
 
 @dataclass
@@ -65,9 +75,18 @@ def retrieve(
     qvec: np.ndarray,
     config: Config,
     n: int,
+    window: TimeWindow | None = None,
 ) -> list[Candidate]:
     allowed = store.rowids_in_scope(scope) if scope.narrowed else None
     dense_ids, dense_scores = index.search(scope.user_id, qvec, n, allowed)
+    if window is not None and config.use_dense:
+        # The best matches inside the window join the candidates even when the words
+        # of "what did I do last week" match nothing.
+        inside = store.rowids_in_window(scope, window.start.timestamp(), window.end.timestamp(),
+                                        WINDOW_ROWS)
+        if 0 < len(inside) < WINDOW_ROWS:
+            more, _ = index.search(scope.user_id, qvec, max(10, n // 4), inside)
+            dense_ids = np.concatenate([dense_ids, more[~np.isin(more, dense_ids)]])
     sparse = store.bm25(query, scope, n) if config.use_bm25 else []
     if not config.use_dense:
         dense_ids, dense_scores = dense_ids[:0], dense_scores[:0]
@@ -97,8 +116,22 @@ def retrieve(
             c.parts["bm25"] = float(b)
             c.parts["bm25_rank"] = float(bm25_rank[c.row.rowid])
         c.relevance = float(f)
+    if config.entity_gain > 0:
+        cands = _entity_hop(store, scope, query, qvec, cands, cos, config)
     if config.diffusion_hops > 0 and config.diffusion_gain > 0:
         cands = _diffuse(store, scope, qvec, cands, cos, config)
+    if config.superseded_factor < 1.0 and scope.until is None:
+        # Superseded memories stay findable (history questions need them) but rank below
+        # what replaced them. With as_of, the scope already keeps only what was valid then.
+        for c in cands:
+            if c.row.valid_to is not None:
+                c.parts["superseded"] = config.superseded_factor
+                c.relevance *= config.superseded_factor
+    if window is not None:
+        for c in cands:
+            if c.row.event_time is not None and window.contains(from_ts(c.row.event_time)):
+                c.parts["time"] = config.time_boost
+                c.relevance += config.time_boost
     if config.speaker_boost > 0:
         named = named_speakers(query, store.speakers(scope))
         if len(named) == 1:
@@ -146,3 +179,53 @@ def _diffuse(
         c.parts["diffusion"] = received.get(i, 0.0)
         c.relevance = base[i] + c.parts["diffusion"]
     return list(by_id.values())
+
+
+def _entity_hop(
+    store: SQLiteStore,
+    scope: Scope,
+    query: str,
+    qvec: np.ndarray,
+    cands: list[Candidate],
+    cos: np.ndarray,
+    config: Config,
+) -> list[Candidate]:
+    """Second hop: the memories that mention the names the best first-hop memories name
+    (the ``entity_mentions`` table), weighted by their own similarity to the query.
+
+    "Where did the friend Ana met in Porto move to?" finds the Porto memory, which
+    names "Rui"; the answer mentions Rui, not Porto. Names in the query itself and
+    the scope's speakers (present everywhere in a conversation) are skipped.
+    """
+    seeds = sorted(cands, key=lambda c: -c.relevance)[: config.entity_seeds]
+    texts = store.index_texts([c.row.rowid for c in seeds])
+    skip = set(entities.extract(query)) | {s.lower() for s in store.speakers(scope)}
+    low_query = query.lower()
+    weight: dict[str, float] = {}
+    for c in seeds:
+        for ent in entities.extract(texts.get(c.row.rowid, "")):
+            if ent in skip or ent in low_query:
+                continue
+            weight[ent] = max(weight.get(ent, 0.0), c.relevance)
+    if not weight:
+        return cands
+    by_rowid = {c.row.rowid: c for c in cands}
+    lo, hi = float(cos.min()), float(cos.max())
+    w = config.dense_weight if config.use_bm25 else 1.0
+    for ent, source in sorted(weight.items(), key=lambda x: -x[1])[: config.entity_terms]:
+        found = store.mentioning(scope, ent, config.entity_hits)
+        missing = [r for r in found if r not in by_rowid]
+        for row in store.light_rows("rowid", missing):
+            x = float(row.vector @ qvec)
+            fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
+            by_rowid[row.rowid] = Candidate(row, fused, {"dense": x, "fused": fused})
+        for rowid in found:
+            cand = by_rowid.get(rowid)
+            if cand is None:
+                continue
+            # The more similar to the query, the more a mention of the entity is worth.
+            gain = config.entity_gain * source * max(0.0, cand.parts.get("dense", 0.0))
+            if gain > cand.parts.get("entity", 0.0):
+                cand.relevance += gain - cand.parts.get("entity", 0.0)
+                cand.parts["entity"] = gain
+    return list(by_rowid.values())

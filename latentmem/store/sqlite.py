@@ -15,9 +15,10 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ _COLUMNS = (
 _SELECT = "SELECT rowid, " + _COLUMNS.replace(", vector", "") + " FROM records"
 _SELECT_V = "SELECT rowid, " + _COLUMNS + " FROM records"
 _FTS_TERM = re.compile(r"\w+", re.UNICODE)
+# How many postings one BM25 query may score (see SQLiteStore._affordable_terms).
+BM25_POSTINGS = 20_000
 
 
 @dataclass
@@ -43,6 +46,8 @@ class Scope:
     user_id: str
     agent_id: str | None = None
     session_id: str | None = None
+    # ``as_of``: only memories whose event time is at or before this (Unix seconds).
+    until: float | None = None
 
     def where(self, alias: str = "") -> tuple[str, list[Any]]:
         p = f"{alias}." if alias else ""
@@ -54,6 +59,9 @@ class Scope:
         if self.session_id is not None:
             clauses.append(f"{p}session_id = ?")
             params.append(self.session_id)
+        if self.until is not None:  # what was said by then, and not yet superseded then
+            clauses.append(f"{p}event_time <= ? AND ({p}valid_to IS NULL OR {p}valid_to > ?)")
+            params += [self.until, self.until]
         return " AND ".join(clauses), params
 
     def contains(self, record: Record | LightRow) -> bool:
@@ -61,11 +69,19 @@ class Scope:
             record.user_id == self.user_id
             and (self.agent_id is None or record.agent_id == self.agent_id)
             and (self.session_id is None or record.session_id == self.session_id)
+            and (self.until is None or (_at_or_before(record.event_time, self.until)
+                                        and not _at_or_before(record.valid_to, self.until)))
         )
 
     @property
     def narrowed(self) -> bool:
-        return self.agent_id is not None or self.session_id is not None
+        return self.agent_id is not None or self.session_id is not None or self.until is not None
+
+
+def _at_or_before(when: datetime | float | None, until: float) -> bool:
+    if when is None:
+        return False
+    return (when.timestamp() if isinstance(when, datetime) else when) <= until
 
 
 @dataclass(slots=True)
@@ -82,11 +98,12 @@ class LightRow:
     importance: float
     access_count: int
     vector: np.ndarray
+    valid_to: float | None = None  # set when a newer memory superseded this one
 
 
 _LIGHT = (
     "SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time, importance, "
-    "access_count, vector FROM records"
+    "access_count, vector, valid_to FROM records"
 )
 
 
@@ -108,6 +125,9 @@ class SQLiteStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
+        self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
+        # Set by the owner (Memory) to record entity mentions and `entity` edges on insert.
+        self.entity_extractor: Callable[[str], list[str]] | None = None
         try:
             self.conn = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
@@ -117,6 +137,15 @@ class SQLiteStore:
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.schema_version = migrate(self.conn)
+            # Per-connection helpers in the temp schema (nothing written to the file):
+            # the document frequency of each indexed term, and a scratch FTS table with the
+            # same tokenizer, which tells what a query word stems to.
+            self.conn.execute("CREATE VIRTUAL TABLE temp.records_vocab "
+                              "USING fts5vocab(main, records_fts, row)")
+            self.conn.execute("CREATE VIRTUAL TABLE temp.query_fts "
+                              "USING fts5(t, tokenize = 'porter unicode61')")
+            self.conn.execute("CREATE VIRTUAL TABLE temp.query_vocab "
+                              "USING fts5vocab(temp, query_fts, instance)")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
 
@@ -182,11 +211,25 @@ class SQLiteStore:
         rows: Sequence[tuple[Record, str]],
         edges: Sequence[Edge] = (),
         history_event: str = "ADD",
+        supersede: Sequence[str] = (),
     ) -> list[int]:
-        """Insert records (with their index text) and edges in one transaction."""
+        """Insert records (with their index text) and edges in one transaction. The
+        records named in ``supersede`` become valid until the last new record's event
+        time, superseded by it."""
         now = time.time()
         rowids: list[int] = []
         with self.transaction() as conn:
+            if supersede and rows:
+                newest = rows[-1][0]
+                until = to_ts(newest.event_time) or now
+                for old_id in supersede:
+                    conn.execute(
+                        "UPDATE records SET valid_to = ?, superseded_by = ?, updated_at = ? "
+                        "WHERE id = ?", (until, newest.id, now, old_id))
+                    conn.execute(
+                        "INSERT INTO history(record_id, event, at, detail) "
+                        "VALUES (?, 'SUPERSEDED', ?, ?)",
+                        (old_id, now, json.dumps({"by": newest.id})))
             for record, index_text in rows:
                 rowids.append(self._insert_record(conn, record, index_text))
                 conn.execute(
@@ -219,7 +262,37 @@ class SQLiteStore:
         conn.execute(
             "INSERT INTO records_fts(rowid, index_text) VALUES (?, ?)", (rowid, index_text)
         )
+        self._mention(conn, r, rowid)
         return rowid
+
+    def _mention(self, conn: sqlite3.Connection, r: Record, rowid: int) -> None:
+        """Record the entities ``r`` names; link it to the previous mention of each."""
+        if self.entity_extractor is None or not r.text:
+            return
+        for entity in self.entity_extractor(r.text):
+            prev = conn.execute(
+                "SELECT r.id FROM entity_mentions m JOIN records r ON r.rowid = m.rowid_ "
+                "WHERE m.user_id = ? AND m.entity = ? ORDER BY m.rowid_ DESC LIMIT 1",
+                (r.user_id, entity),
+            ).fetchone()
+            conn.execute("INSERT OR IGNORE INTO entity_mentions VALUES (?, ?, ?)",
+                         (r.user_id, entity, rowid))
+            if prev is not None and prev[0] != r.id:
+                conn.execute(
+                    "INSERT OR IGNORE INTO edges(src, dst, type, weight, created_at) "
+                    "VALUES (?, ?, 'entity', 1.0, ?)", (prev[0], r.id, time.time()),
+                )
+
+    def mentioning(self, scope: Scope, entity: str, limit: int) -> list[int]:
+        """Rowids of the scope's memories that mention ``entity``, newest first."""
+        clause, params = scope.where("r")
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT m.rowid_ FROM entity_mentions m JOIN records r ON r.rowid = m.rowid_ "
+                f"WHERE m.user_id = ? AND m.entity = ? AND {clause} ORDER BY m.rowid_ DESC LIMIT ?",
+                [scope.user_id, entity, *params, limit],
+            ).fetchall()
+        return [int(x[0]) for x in rows]
 
     def _insert_edges(self, conn: sqlite3.Connection, edges: Sequence[Edge]) -> None:
         now = time.time()
@@ -272,6 +345,10 @@ class SQLiteStore:
                     "INSERT INTO records_fts(rowid, index_text) VALUES (?, ?)",
                     (old.rowid, index_text),
                 )
+            if "text" in changes:
+                conn.execute("DELETE FROM entity_mentions WHERE rowid_ = ?", (old.rowid,))
+                conn.execute("DELETE FROM edges WHERE dst = ? AND type = 'entity'", (record_id,))
+                self._mention(conn, replace(old.record, text=changes["text"]), old.rowid)
             if vector is not None:
                 self._bump_epoch(conn)
             conn.execute(
@@ -296,6 +373,7 @@ class SQLiteStore:
                 rid = row.record.id
                 conn.execute("DELETE FROM records WHERE rowid = ?", (row.rowid,))
                 conn.execute("DELETE FROM records_fts WHERE rowid = ?", (row.rowid,))
+                conn.execute("DELETE FROM entity_mentions WHERE rowid_ = ?", (row.rowid,))
                 conn.execute("DELETE FROM edges WHERE src = ? OR dst = ?", (rid, rid))
                 conn.execute(
                     "UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id = ?",
@@ -370,7 +448,7 @@ class SQLiteStore:
                 marks = ",".join("?" * len(chunk))
                 for r in self.conn.execute(f"{_LIGHT} WHERE {column} IN ({marks})", chunk):
                     out.append(LightRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                        np.frombuffer(r[9], dtype="<f4")))
+                                        np.frombuffer(r[9], dtype="<f4"), r[10]))
         return out
 
     def get_rows_by_id(self, ids: Sequence[str], with_vector: bool = False) -> list[StoredRow]:
@@ -494,6 +572,8 @@ class SQLiteStore:
         )
         if not terms:
             return []
+        if len(terms) > 2:
+            terms = self._affordable_terms(terms)
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         clause, params = scope.where("r")
         sql = (
@@ -505,14 +585,102 @@ class SQLiteStore:
             rows = self.conn.execute(sql, [match, *params, limit]).fetchall()
         return [(int(r), -float(s)) for r, s in rows]
 
-    def speakers(self, scope: Scope) -> list[str]:
+    def session_centroids(self, scope: Scope, sessions: Sequence[str]) -> dict[str, np.ndarray]:
+        """Unit-normalised mean vector of each session's memories in the scope."""
+        if not sessions:
+            return {}
+        clause, params = scope.where()
+        marks = ",".join("?" * len(sessions))
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT session_id, vector FROM records WHERE {clause} AND session_id IN ({marks})",
+                [*params, *sessions],
+            ).fetchall()
+        sums: dict[str, np.ndarray] = {}
+        for sid, blob in rows:
+            vec = np.frombuffer(blob, dtype="<f4")
+            sums[sid] = sums[sid] + vec if sid in sums else vec.astype(np.float32)
+        return {sid: v / max(float(np.linalg.norm(v)), 1e-12) for sid, v in sums.items()}
+
+    def index_texts(self, rowids: Sequence[int]) -> dict[int, str]:
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT rowid, index_text FROM records WHERE rowid IN ({marks})", list(rowids)
+            ).fetchall()
+        return {int(r): str(t) for r, t in rows}
+
+    def latest_event_time(self, scope: Scope) -> float | None:
         clause, params = scope.where()
         with self.lock:
+            row = self.conn.execute(f"SELECT max(event_time) FROM records WHERE {clause}",
+                                    params).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def rowids_in_window(self, scope: Scope, start: float, end: float, limit: int) -> np.ndarray:
+        """Rowids of the scope's memories with start <= event time < end (at most ``limit``)."""
+        clause, params = scope.where()
+        sql = (f"SELECT rowid FROM records WHERE {clause} AND event_time >= ? AND event_time < ? "
+               "LIMIT ?")
+        with self.lock:
+            rows = self.conn.execute(sql, [*params, start, end, limit]).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def _affordable_terms(self, words: list[str]) -> list[str]:
+        """The query words whose postings fit in ``BM25_POSTINGS``, rarest first.
+
+        FTS5 scores every row that matches any word of an OR query, so one common word
+        ("like", "think") makes a 100k-memory search scan tens of thousands of rows. The
+        rarest words carry nearly all of BM25's weight (idf), so words are taken in
+        order of document frequency until their postings would exceed the budget; the two
+        rarest are always kept. Below the budget (every store under ~10k memories) nothing
+        changes. Frequencies come from FTS5's own vocabulary, after its own stemming.
+        """
+        with self.lock:
+            conn = self.conn
+            conn.executemany("INSERT INTO temp.query_fts(rowid, t) VALUES (?, ?)",
+                             list(enumerate(words)))
+            try:
+                stems = dict(conn.execute("SELECT doc, term FROM temp.query_vocab").fetchall())
+            finally:
+                conn.execute("DELETE FROM temp.query_fts")
+            df: dict[str, int] = {}
+            for stem in set(stems.values()):
+                row = conn.execute("SELECT doc FROM temp.records_vocab WHERE term = ?",
+                                   (stem,)).fetchone()
+                df[stem] = int(row[0]) if row else 0
+        ranked = sorted(range(len(words)), key=lambda i: (df.get(stems.get(i, ""), 0), i))
+        kept: list[int] = []
+        total = 0
+        for i in ranked:
+            cost = df.get(stems.get(i, ""), 0)
+            if len(kept) >= 2 and total + cost > BM25_POSTINGS:
+                break
+            kept.append(i)
+            total += cost
+        return [words[i] for i in sorted(kept)]
+
+    def speakers(self, scope: Scope) -> list[str]:
+        """The scope's distinct speakers. DISTINCT walks the whole (user, speaker) index,
+        several ms at 100k memories, so the answer is kept until the next write."""
+        key = (scope.user_id, scope.agent_id, scope.session_id, scope.until)
+        with self.lock:
+            epoch = self.vector_epoch()
+            cached = self._speakers.get(key)
+            if cached is not None and cached[0] == epoch:
+                return list(cached[1])
+            clause, params = scope.where()
             rows = self.conn.execute(
                 f"SELECT DISTINCT speaker FROM records WHERE {clause} AND speaker IS NOT NULL",
                 params,
             ).fetchall()
-        return [str(r[0]) for r in rows]
+            found = [str(r[0]) for r in rows]
+            if len(self._speakers) > 1000:
+                self._speakers.clear()
+            self._speakers[key] = (epoch, found)
+        return list(found)
 
     def last_in_session(self, scope: Scope) -> str | None:
         clause, params = scope.where()

@@ -1,0 +1,142 @@
+"""``latentmem bench ablate``: what each retrieval component contributes, on LoCoMo.
+
+Each conversation is ingested once; then every variant (the defaults with one
+component switched off, plus a plain-RRF baseline with all of them off) answers
+every question of categories 1-4 with one search and one context, exactly as
+``bench locomo`` does. Swapping the configuration of an open store is sound
+because every component here acts at query time; ingest does not depend on it.
+
+Honesty about fitting. The conversations are split into a *fit* part (where
+defaults were chosen) and a *held-out* part (never looked at while choosing);
+both are reported, and the held-out column is the one to believe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from latentmem.bench import metrics as M
+from latentmem.bench.report import stamp, table
+from latentmem.errors import InvalidInputError
+
+# name -> Config overrides. "all on" is the shipped default; "-" switches a default
+# component off, "+" switches on one that is off by default (it measured no better).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "all on (default)": {},
+    "- dense": {"use_dense": False},
+    "- bm25": {"use_bm25": False},
+    "- linear fusion (rrf)": {"fusion": "rrf"},
+    "- diffusion": {"diffusion_hops": 0},
+    "- speaker match": {"speaker_boost": 0.0},
+    "- query time": {"time_boost": 0.0},
+    "- session scale": {"session_boost": 0.0},
+    "- listing diversity": {"listing_diversity": 0.0},
+    "+ entity hop": {"entity_gain": 0.2},
+    "+ session centroid": {"session_centroid": 0.2},
+    "+ session diversity (always)": {"session_diversity": 0.05},
+    "+ mmr": {"mmr": 0.2},
+    "plain rrf (all off)": {"fusion": "rrf", "diffusion_hops": 0, "speaker_boost": 0.0,
+                            "time_boost": 0.0, "session_boost": 0.0, "listing_diversity": 0.0,
+                            "session_diversity": 0.0, "entity_gain": 0.0, "mmr": 0.0,
+                            "session_centroid": 0.0, "maxsim_weight": 0.0},
+}
+FIT = ("conv-26", "conv-30")
+
+
+def evaluate(systems: dict[str, Any], units: list[Any], fit: set[str], budget: int,
+             overrides: dict[str, Any]) -> dict[str, Any]:
+    parts: dict[str, dict[str, list[float]]] = {"fit": defaultdict(list), "held_out": defaultdict(list)}
+    t0 = time.perf_counter()
+    for unit in units:
+        sys_ = systems[unit.name]
+        base = sys_.base_config
+        sys_.memory.config = dataclasses.replace(base, **overrides)
+        part = parts["fit" if unit.name in fit else "held_out"]
+        for q in unit.questions:
+            if q.apart:
+                continue
+            ranked = sys_.search(q.text, 20)
+            ctx = sys_.context(q.text, budget)
+            for k in (5, 10, 20):
+                part[f"recall@{k}"].append(M.recall_at_k(ranked, q.gold, k))
+            part["context_recall"].append(M.context_recall(ctx, q.gold_texts))
+            part[f"recall@10:{q.category}"].append(M.recall_at_k(ranked, q.gold, 10))
+        sys_.memory.config = base
+    out: dict[str, Any] = {}
+    for name in ("fit", "held_out"):
+        out[name] = {k: round(M.mean(v), 4) for k, v in sorted(parts[name].items())}
+        out[name]["questions"] = len(parts[name]["recall@10"])
+    both = {k: parts["fit"][k] + parts["held_out"][k] for k in parts["fit"]}
+    out["all"] = {k: round(M.mean(v), 4) for k, v in sorted(both.items())}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from latentmem.bench.cli import _setup, prewarm
+    from latentmem.bench.locomo import load_locomo
+    from latentmem.bench.systems import LatentMemSystem
+
+    fit = {c.strip() for c in args.fit.split(",") if c.strip()}
+    units = load_locomo(args.data)
+    names = {u.name for u in units}
+    if not fit <= names:
+        raise InvalidInputError(f"--fit names {sorted(fit - names)}, not in {args.data}")
+    started = stamp()
+    setup = _setup(args)
+    prewarm(setup, units, args.quiet)
+    systems: dict[str, Any] = {}
+    try:
+        for unit in units:
+            s = LatentMemSystem(setup)
+            s.base_config = s.memory.config  # type: ignore[attr-defined]
+            s.ingest(unit.sessions)
+            systems[unit.name] = s
+        results: dict[str, Any] = {}
+        for name, overrides in VARIANTS.items():
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            results[name] = {"overrides": overrides,
+                             **evaluate(systems, units, fit, args.budget, overrides)}
+    finally:
+        for s in systems.values():
+            s.close()
+    out = {"benchmark": "ablate", "data": str(args.data), "budget_tokens": args.budget,
+           "fit": sorted(fit), "held_out": sorted(names - fit), "settings": setup.settings,
+           "variants": results, **started}
+    rows = []
+    for name, r in results.items():
+        rows.append([name, r["held_out"]["recall@5"], r["held_out"]["recall@10"],
+                     r["held_out"]["context_recall"], r["fit"]["recall@10"],
+                     r["all"]["recall@10"], r["all"]["context_recall"]])
+    print(table(rows, ["variant", "held-out R@5", "held-out R@10", "held-out ctx", "fit R@10",
+                       "all R@10", "all ctx"]))
+    print(f"\nfit: {', '.join(sorted(fit))}; held out: {', '.join(sorted(names - fit))}; "
+          f"commit {out['commit']}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    from latentmem.bench.cli import _setting
+
+    p = subparsers.add_parser("ablate", help="each retrieval component switched off, on LoCoMo")
+    p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
+    p.add_argument("--fit", default=",".join(FIT),
+                   help="conversations the defaults were chosen on (default conv-26,conv-30)")
+    p.add_argument("--budget", type=int, default=1000, help="context budget in tokens")
+    p.add_argument("--embedder", default="minilm", help="minilm (default) or hash (tests only)")
+    p.add_argument("--cache", default=None, help="embedding cache file shared across runs")
+    p.add_argument("--set", dest="settings", type=_setting, action="append", metavar="KEY=VALUE",
+                   help="change the baseline every variant starts from (repeatable)")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_cli)

@@ -1,0 +1,185 @@
+"""Time expressions inside queries: "last week", "in May 2023", "3 days ago", "before June".
+
+``parse_query_time(query, reference)`` returns the window the query points at,
+or ``None``. Retrieval uses it as a soft boost (memories whose event time lies
+in the window gain ``time_boost``), never as a hard filter: a wrong parse then
+costs a little ranking, not the answer. ``as_of`` is the hard filter.
+
+The reference instant ("now" for "last week") is the ``as_of`` of the search
+when given, otherwise the newest event time in the scope: for a live assistant
+that is about the wall clock, and for an imported archive it is the archive's
+own present, so "last month" keeps meaning what the speaker meant.
+
+Recognised, case-insensitive: today, yesterday, tonight, this morning, last
+night; this/last/past week, month, year, weekend; N (or a, a few, a couple of)
+days/weeks/months/years ago; in/during <month> [<year>]; in <year>; on/at
+<day> <month> [<year>] and <month> <day>[, <year>]; ISO dates; the words
+before/after/since in front of any of these; "recently" and "lately" (the last
+30 days). A month without a year is its latest occurrence not after the
+reference. Rejected: a full date grammar (dateparser-style libraries would be a
+heavy dependency, and queries rarely carry more than these forms).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+_MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
+_MONTHS.update({name.lower(): i for i, name in enumerate(calendar.month_abbr) if name})
+_MONTHS.pop("may", None)
+_MONTHS["may"] = 5
+_MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
+_UNITS = {"day": 1, "week": 7, "month": 30, "year": 365}
+_COUNT = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+          "a few": 3, "a couple of": 2, "few": 3, "several": 4}
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    start: datetime
+    end: datetime  # exclusive
+    phrase: str  # the words of the query it came from
+
+    def contains(self, when: datetime | None) -> bool:
+        return when is not None and self.start <= when < self.end
+
+
+def _day(d: datetime) -> datetime:
+    return d.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _month_window(year: int, month: int) -> tuple[datetime, datetime]:
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def _latest_month(month: int, ref: datetime) -> int:
+    return ref.year if month <= ref.month else ref.year - 1
+
+
+def _base_window(text: str, ref: datetime) -> tuple[datetime, datetime, str] | None:
+    """The first time expression in ``text`` (lowercased) and its span."""
+    today = _day(ref)
+    rules: list[tuple[str, object]] = [
+        (r"\b(today|tonight|this morning|this afternoon|this evening)\b",
+         lambda m: (today, today + timedelta(days=1))),
+        (r"\b(yesterday|last night)\b",
+         lambda m: (today - timedelta(days=1), today)),
+        (r"\b(recently|lately|these days)\b",
+         lambda m: (today - timedelta(days=30), today + timedelta(days=1))),
+        (r"\b(this|last|past|previous) (week|month|year|weekend)\b", _relative),
+        (r"\b(\d+|a few|a couple of|an|a|one|two|three|four|five|six|several|few) "
+         r"(day|week|month|year)s? ago\b", _ago),
+        (rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTH_RE})\.?,? ?(\d{{4}})?\b", _day_month),
+        (rf"\b({_MONTH_RE})\.? (\d{{1,2}})(?:st|nd|rd|th)?\b,? ?(\d{{4}})?", _month_day),
+        (r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso),
+        (rf"\b({_MONTH_RE})\.?,? (\d{{4}})\b", _month_year),
+        (rf"\b(?:in|during|of|since|before|after|until|by) (?:early |late |mid-?)?({_MONTH_RE})\b",
+         _month_only),
+        (r"\b(?:in|during|since|before|after|until|of) (19\d\d|20\d\d)\b", _year),
+    ]
+    found: list[tuple[int, int, datetime, datetime]] = []
+    for pattern, build in rules:
+        # The month and year rules need a preposition ("in May", not "May I ask"), but
+        # the phrase is the month or year itself, so "before" in front is still seen.
+        core = 1 if build in (_month_only, _year) else 0
+        for m in re.finditer(pattern, text):
+            try:
+                window = build(m, ref) if build in _NEEDS_REF else build(m)  # type: ignore[operator]
+            except ValueError:  # "31 February"
+                continue
+            found.append((m.start(core), m.end(core), window[0], window[1]))
+    if not found:
+        return None
+    first = min(start for start, *_ in found)
+    # Of the expressions that start first, the longest: "May 2023" over "May".
+    start, end, lo, hi = max((f for f in found if f[0] == first), key=lambda f: f[1])
+    return lo, hi, text[start:end]
+
+
+def _relative(m: re.Match[str], ref: datetime) -> tuple[datetime, datetime]:
+    which, unit = m.group(1), m.group(2)
+    today = _day(ref)
+    if unit in ("week", "weekend"):
+        monday = today - timedelta(days=today.weekday())
+        start = monday if which == "this" else monday - timedelta(days=7)
+        if unit == "weekend":
+            start += timedelta(days=5)
+            return start, start + timedelta(days=2)
+        return start, start + timedelta(days=7)
+    if unit == "month":
+        if which == "this":
+            return _month_window(ref.year, ref.month)
+        prev = ref.replace(day=1) - timedelta(days=1)
+        return _month_window(prev.year, prev.month)
+    year = ref.year if which == "this" else ref.year - 1
+    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+
+
+def _ago(m: re.Match[str], ref: datetime) -> tuple[datetime, datetime]:
+    raw = m.group(1)
+    count = int(raw) if raw.isdigit() else _COUNT[raw]
+    days = count * _UNITS[m.group(2)]
+    centre = _day(ref) - timedelta(days=days)
+    slack = timedelta(days=max(1, days // 4)) if m.group(2) != "day" else timedelta(days=1)
+    return centre - slack, centre + slack + timedelta(days=1)
+
+
+def _day_month(m: re.Match[str], ref: datetime) -> tuple[datetime, datetime]:
+    month = _MONTHS[m.group(2)]
+    year = int(m.group(3)) if m.group(3) else _latest_month(month, ref)
+    start = datetime(year, month, int(m.group(1)), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def _month_day(m: re.Match[str], ref: datetime) -> tuple[datetime, datetime]:
+    month = _MONTHS[m.group(1)]
+    year = int(m.group(3)) if m.group(3) else _latest_month(month, ref)
+    start = datetime(year, month, int(m.group(2)), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def _iso(m: re.Match[str]) -> tuple[datetime, datetime]:
+    start = datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def _month_year(m: re.Match[str]) -> tuple[datetime, datetime]:
+    return _month_window(int(m.group(2)), _MONTHS[m.group(1)])
+
+
+def _month_only(m: re.Match[str], ref: datetime) -> tuple[datetime, datetime]:
+    month = _MONTHS[m.group(1)]
+    return _month_window(_latest_month(month, ref), month)
+
+
+def _year(m: re.Match[str]) -> tuple[datetime, datetime]:
+    year = int(m.group(1))
+    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+
+
+_NEEDS_REF = {_relative, _ago, _day_month, _month_day, _month_only}
+_FAR_PAST = datetime(1, 1, 2, tzinfo=UTC)
+_FAR_FUTURE = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def parse_query_time(query: str, reference: datetime | None) -> TimeWindow | None:
+    """The window a query's time expression points at, or None (no expression, no reference)."""
+    if reference is None:
+        return None
+    text = " ".join(query.lower().split())
+    found = _base_window(text, reference)
+    if found is None:
+        return None
+    start, end, phrase = found
+    where = text.find(phrase)
+    before = text[:where].rstrip().rsplit(" ", 1)[-1] if where > 0 else ""
+    if before in ("before", "until", "by", "prior"):
+        return TimeWindow(_FAR_PAST, start, f"{before} {phrase}")
+    if before in ("after", "since"):
+        return TimeWindow(end if before == "after" else start, _FAR_FUTURE, f"{before} {phrase}")
+    return TimeWindow(start, end, phrase)

@@ -1,0 +1,125 @@
+"""Second-stage ranking pieces: session scale, diversity, listing intent, entities, BM25 pruning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import latentmem.store.sqlite as sqlite_store
+from latentmem import Memory
+from latentmem.graph.entities import extract
+from latentmem.retrieve.intent import is_listing
+from latentmem.retrieve.rerank import diversify, session_scores
+
+
+def test_session_scores_reward_sessions_with_two_matches() -> None:
+    scores = session_scores(["a", "a", "b", None], [0.8, 0.6, 0.9, 1.0])
+    assert scores[0] == scores[1] == 1.0  # (0.8 + 0.6) / 2 = 0.7 is the best session
+    assert scores[2] == pytest.approx(0.45 / 0.7)  # a lone match counts half
+    assert scores[3] == 0.0
+
+
+def test_diversify_spreads_over_sessions() -> None:
+    scores = [1.0, 0.99, 0.98, 0.5]
+    sessions = ["a", "a", "a", "b"]
+    assert diversify(scores, sessions, None, 4, 0.0, 0.0, 50) == [0, 1, 2, 3]
+    assert diversify(scores, sessions, None, 2, 0.6, 0.0, 50)[:2] == [0, 3]
+    vectors = np.eye(4, dtype=np.float32)
+    vectors[1] = vectors[0]
+    assert diversify(scores, [None] * 4, vectors, 4, 0.0, 0.5, 50)[:2] == [0, 2]
+    # only the top `depth` are reordered; the rest keep their place
+    assert diversify(scores, sessions, None, 4, 0.6, 0.0, 2) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("query", "listing"), [
+    ("What activities does Melanie partake in?", True),
+    ("How many times did Ana go to Porto?", True),
+    ("Which cities has Ana visited?", True),
+    ("What kinds of music does she like?", True),
+    ("List every restaurant I liked", True),
+    ("What is Caroline's identity?", False),
+    ("What was the name of the dog?", False),
+    ("What class does she take?", False),
+    ("Where has Melanie camped?", False),
+])
+def test_listing_intent(query: str, listing: bool) -> None:
+    assert is_listing(query) is listing
+
+
+def test_entities() -> None:
+    assert extract("Yesterday I met Ana at the Bank of Portugal.") == ["ana", "bank of portugal"]
+    assert extract('Hey Mel! I loved reading "Charlotte\'s Web" as a kid.') == [
+        "charlotte's web", "mel"]
+    assert extract("The trip to Paris and Rome was fun, said NASA's Ross.") == [
+        "paris", "rome", "nasa", "ross"]
+    assert extract("wow, that is great. thanks!") == []
+
+
+def test_bm25_keeps_the_rarest_words_within_budget(mem: Memory, monkeypatch) -> None:
+    mem.add(["I like running in the park", "I like happy stories", "zebras like running",
+             "like it or not"], user_id="u")
+    assert mem.store._affordable_terms(["running", "happy", "zebra", "like"]) == [
+        "running", "happy", "zebra", "like"]
+    monkeypatch.setattr(sqlite_store, "BM25_POSTINGS", 3)
+    # df: happy 1, zebra 1, running 2, like 4; the two rarest always stay
+    assert mem.store._affordable_terms(["running", "happy", "zebra", "like"]) == ["happy", "zebra"]
+    hits = mem.search("like zebra happy", user_id="u", k=4)
+    assert {h.record.text for h in hits[:2]} == {"I like happy stories", "zebras like running"}
+
+
+def test_speakers_cache_sees_new_speakers(mem: Memory) -> None:
+    mem.add([{"role": "user", "name": "Ana", "content": "hello there"}], user_id="u")
+    from latentmem.store.sqlite import Scope
+
+    assert mem.store.speakers(Scope("u")) == ["Ana"]
+    mem.add([{"role": "user", "name": "Bo", "content": "hi Ana"}], user_id="u")
+    assert sorted(mem.store.speakers(Scope("u"))) == ["Ana", "Bo"]
+
+
+def test_entity_and_causal_edges(mem: Memory) -> None:
+    ids = mem.add([
+        {"role": "user", "content": "I met Rui at the Porto book fair."},
+        {"role": "assistant", "content": "So you finally went! Did you buy anything?"},
+        {"role": "user", "content": "Because the queue was long, no."},
+    ], user_id="u", session_id="s1").ids
+    later = mem.add("Rui moved to Lisbon in June.", user_id="u").ids[0]
+    typed = {(e.src, e.dst, e.type) for e in mem.edges(ids[0])}
+    assert (ids[0], ids[1], "causal") in typed  # "So ..." follows from the turn before
+    assert (ids[2], ids[1], "causal") in {(e.src, e.dst, e.type) for e in mem.edges(ids[2])}
+    assert (ids[0], later, "entity") in typed  # both name Rui
+    from latentmem.store.sqlite import Scope
+
+    rowid = mem.store.get_row(later).rowid
+    assert rowid in mem.store.mentioning(Scope("u"), "rui", 10)
+    mem.update(later, text="Someone moved to Lisbon in June.")
+    assert rowid not in mem.store.mentioning(Scope("u"), "rui", 10)
+    assert all(e.type != "entity" for e in mem.edges(later))
+    mem.delete(ids[0])
+    assert mem.store.mentioning(Scope("u"), "rui", 10) == []
+
+
+def test_entity_hop_finds_the_second_hop(mem: Memory) -> None:
+    from dataclasses import replace
+
+    mem.add("I met Rui at the Porto book fair.", user_id="u")
+    mem.add("Rui moved to Lisbon in June.", user_id="u")
+    for i in range(20):
+        mem.add(f"unrelated note number {i} about groceries", user_id="u")
+    mem.config = replace(mem.config, entity_gain=1.0)
+    hits = mem.search("who did I meet at the Porto book fair", user_id="u", k=3)
+    assert any(h.components.get("entity", 0) > 0 for h in hits)
+
+
+def test_maxsim_rerank(mem: Memory) -> None:
+    from dataclasses import replace
+
+    from latentmem.retrieve.rerank import maxsim
+
+    q = np.eye(3, dtype=np.float32)[:2]
+    docs = [np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32)[2:]]
+    assert maxsim(q, docs).tolist() == [1.0, 0.0]
+    mem.add(["the red bicycle in the hall", "a bicycle", "red paint"], user_id="u")
+    mem.config = replace(mem.config, maxsim_weight=0.5)
+    hits = mem.search("red bicycle", user_id="u", k=3)
+    assert hits[0].record.text == "the red bicycle in the hall"
+    assert all("maxsim" in h.components for h in hits)

@@ -1,0 +1,108 @@
+"""Time in queries and the as_of filter."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from latentmem import Memory
+from latentmem.retrieve.timequery import parse_query_time
+
+REF = datetime(2023, 8, 20, 15, 0, tzinfo=UTC)  # a Sunday
+
+
+def window(query: str) -> tuple[date, date, str] | None:
+    w = parse_query_time(query, REF)
+    return None if w is None else (w.start.date(), w.end.date(), w.phrase)
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("what did I do last week?", (date(2023, 8, 7), date(2023, 8, 14), "last week")),
+    ("and this week?", (date(2023, 8, 14), date(2023, 8, 21), "this week")),
+    ("Where was Ana in May 2023?", (date(2023, 5, 1), date(2023, 6, 1), "may 2023")),
+    ("what happened in March", (date(2023, 3, 1), date(2023, 4, 1), "march")),
+    ("what happened in September", (date(2022, 9, 1), date(2022, 10, 1), "september")),
+    ("what about on 8 May, 2023", (date(2023, 5, 8), date(2023, 5, 9), "8 may, 2023")),
+    ("the party on July 4", (date(2023, 7, 4), date(2023, 7, 5), "july 4")),
+    ("notes from 2023-02-01", (date(2023, 2, 1), date(2023, 2, 2), "2023-02-01")),
+    ("what did Mel do yesterday", (date(2023, 8, 19), date(2023, 8, 20), "yesterday")),
+    ("three days ago", (date(2023, 8, 16), date(2023, 8, 19), "three days ago")),
+    ("in 2022", (date(2022, 1, 1), date(2023, 1, 1), "2022")),
+    ("before June what did she paint", (date(1, 1, 2), date(2023, 6, 1), "before june")),
+    ("events after July 4", (date(2023, 7, 5), date(9999, 12, 30), "after july 4")),
+    ("since March", (date(2023, 3, 1), date(9999, 12, 30), "since march")),
+])
+def test_time_expressions(query: str, expected: tuple[date, date, str]) -> None:
+    assert window(query) == expected
+
+
+@pytest.mark.parametrize("query", [
+    "When did Caroline go to the support group?", "May I ask you something?",
+    "what happened on 31 February", "a plain question", "the 2023 report",
+])
+def test_no_time_expression(query: str) -> None:
+    assert window(query) is None
+
+
+def test_no_reference_no_window() -> None:
+    assert parse_query_time("last week", None) is None
+
+
+def _diary(m: Memory) -> None:
+    m.add("Walked the dog along the river", user_id="u", event_time="2023-05-03T09:00")
+    m.add("Walked the dog in the park", user_id="u", event_time="2023-08-15T09:00")
+    m.add("Booked a dentist appointment", user_id="u", event_time="2023-08-19T09:00")
+
+
+def test_query_time_boosts_the_window(mem: Memory) -> None:
+    _diary(mem)
+    hits = mem.search("walked the dog in May", user_id="u", k=2)
+    assert "river" in hits[0].record.text
+    assert hits[0].components["time"] > 0
+    hits = mem.search("walked the dog last week", user_id="u", k=2)
+    assert "park" in hits[0].record.text
+
+
+def test_as_of_hides_later_memories(mem: Memory) -> None:
+    _diary(mem)
+    hits = mem.search("walked the dog", user_id="u", k=5, as_of="2023-06-01")
+    assert [h.record.text for h in hits] == ["Walked the dog along the river"]
+    ctx = mem.context("dentist", user_id="u", as_of="2023-06-01")
+    assert "dentist" not in ctx.text
+    assert mem.search("dentist", user_id="u", k=5, as_of="2023-08-19T09:00")
+
+
+def test_time_boost_can_be_switched_off(tmp_path) -> None:
+    with Memory(tmp_path / "s", embedder="hash", time_boost=0.0) as m:
+        _diary(m)
+        hits = m.search("walked the dog in May", user_id="u", k=3)
+        assert all("time" not in h.components for h in hits)
+
+
+def test_supersedes_keeps_the_old_fact_for_the_past(mem: Memory) -> None:
+    old = mem.add("I live in Lisbon", user_id="ana", event_time="2022-01-10").ids[0]
+    new = mem.add("I moved to Porto, I live in Porto now", user_id="ana",
+                  event_time="2023-05-08", supersedes=old).ids[0]
+    before = mem.get(old)
+    assert before.superseded_by == new and before.valid_to is not None
+    assert before.valid_to.date() == date(2023, 5, 8)
+    assert (new, old, "supersedes") in {(e.src, e.dst, e.type) for e in mem.edges(old)}
+    assert mem.history(old)[-1]["event"] == "SUPERSEDED"
+    hits = mem.search("where do I live", user_id="ana", k=2)
+    assert hits[0].id == new and hits[1].components["superseded"] == 0.5
+    past = mem.search("where do I live", user_id="ana", k=2, as_of="2023-01-01")
+    assert [h.id for h in past] == [old]
+
+
+def test_supersedes_refuses_unknown_and_foreign_ids(mem: Memory) -> None:
+    from latentmem.errors import InvalidInputError, NotFoundError
+
+    bob = mem.add("Bob's note", user_id="bob").ids[0]
+    with pytest.raises(NotFoundError):
+        mem.add("x", user_id="ana", supersedes=bob)
+    with pytest.raises(NotFoundError):
+        mem.add("x", user_id="ana", supersedes="no-such-id")
+    with pytest.raises(InvalidInputError):
+        mem.add("x", user_id="ana", supersedes=[""])
+    assert mem.all(user_id="ana") == [] and mem.get(bob).valid_to is None
