@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -97,6 +98,9 @@ class Memory:
             self.embedder = CachedEmbedder(base, self._cache)
         self.dim = base.dim
         self._saved_epoch: int | None = None  # the epoch of the index file on disk
+        # Runs a search's BM25 query while FAISS scans: SQLite and FAISS both release the
+        # GIL, so the two overlap.
+        self._pool: ThreadPoolExecutor | None = None
         self.index = self._open_index()
         self._closed = False
 
@@ -140,6 +144,8 @@ class Memory:
         if self._closed:
             return
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self.flush()
             self.store.close()
             if self._cache is not None and self._cache.conn is not self.store.conn:
@@ -486,6 +492,14 @@ class Memory:
             qvec = check_vector(query_vector, self.dim, "query_vector")
         else:
             qvec = self.embedder.embed_batch([query])[0]
+        n = max(self.config.candidates, k)
+        sparse = None
+        if self.config.use_bm25:
+            # Started after the embedding, which wants both cores, and overlapping the FAISS
+            # scan (measured at 100k on 2 cores: p50 49 ms started before, 34 ms after).
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="latentmem-bm25")
+            sparse = self._pool.submit(self.store.bm25, query, scope, n)
         with self._lock:
             self._sync_index()
             window = None
@@ -496,8 +510,7 @@ class Memory:
                     now = from_ts(latest) if latest is not None else None
                 window = parse_query_time(query, now)
             cands = hybrid.retrieve(
-                self.store, self.index, scope, query, qvec, self.config,
-                max(self.config.candidates, k), window,
+                self.store, self.index, scope, query, qvec, self.config, n, window, sparse,
             )
         if not cands:
             return []

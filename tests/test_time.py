@@ -106,3 +106,20 @@ def test_supersedes_refuses_unknown_and_foreign_ids(mem: Memory) -> None:
     with pytest.raises(InvalidInputError):
         mem.add("x", user_id="ana", supersedes=[""])
     assert mem.all(user_id="ana") == [] and mem.get(bob).valid_to is None
+
+
+def test_record_scope_follows_records(mem: Memory) -> None:
+    """The narrow scope table that BM25 filters on is kept exact by triggers."""
+    a = mem.add("first note", user_id="ana", session_id="s", event_time="2023-01-01").ids[0]
+    b = mem.add("second note", user_id="ana", event_time="2023-02-01", supersedes=a).ids[0]
+    c = mem.add("bob's note", user_id="bob").ids[0]
+    mem.update(b, event_time="2023-03-01")
+    mem.delete(c)
+
+    def rows(table: str) -> list[tuple]:
+        with mem.store.lock:
+            return mem.store.conn.execute(
+                f"SELECT rowid, user_id, agent_id, session_id, event_time, valid_to FROM {table} "
+                "ORDER BY rowid").fetchall()
+
+    assert rows("records") == rows("record_scope") and len(rows("records")) == 2

@@ -25,6 +25,7 @@ is keyed to a data set. LoCoMo dev, held-out part: recall@10 0.737 -> 0.762.
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,7 +77,10 @@ def retrieve(
     config: Config,
     n: int,
     window: TimeWindow | None = None,
+    sparse_future: Future[list[tuple[int, float]]] | None = None,
 ) -> list[Candidate]:
+    """``sparse_future``: the BM25 query already running (Memory.search starts it before
+    embedding the query); without it BM25 runs here."""
     allowed = store.rowids_in_scope(scope) if scope.narrowed else None
     dense_ids, dense_scores = index.search(scope.user_id, qvec, n, allowed)
     if window is not None and config.use_dense:
@@ -87,7 +91,12 @@ def retrieve(
         if 0 < len(inside) < WINDOW_ROWS:
             more, _ = index.search(scope.user_id, qvec, max(10, n // 4), inside)
             dense_ids = np.concatenate([dense_ids, more[~np.isin(more, dense_ids)]])
-    sparse = store.bm25(query, scope, n) if config.use_bm25 else []
+    if not config.use_bm25:
+        sparse: list[tuple[int, float]] = []
+    elif sparse_future is not None:
+        sparse = sparse_future.result()
+    else:
+        sparse = store.bm25(query, scope, n)
     if not config.use_dense:
         dense_ids, dense_scores = dense_ids[:0], dense_scores[:0]
     dense_rank = {int(r): i for i, r in enumerate(dense_ids, start=1)}

@@ -38,7 +38,7 @@ _SELECT = "SELECT rowid, " + _COLUMNS.replace(", vector", "") + " FROM records"
 _SELECT_V = "SELECT rowid, " + _COLUMNS + " FROM records"
 _FTS_TERM = re.compile(r"\w+", re.UNICODE)
 # How many postings one BM25 query may score (see SQLiteStore._affordable_terms).
-BM25_POSTINGS = 20_000
+BM25_POSTINGS = 5_000
 
 
 @dataclass
@@ -136,6 +136,7 @@ class SQLiteStore:
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=30000")
+            self.conn.execute("PRAGMA cache_size=-65536")  # 64 MB of page cache
             self.schema_version = migrate(self.conn)
             # Per-connection helpers in the temp schema (nothing written to the file):
             # the document frequency of each indexed term, and a scratch FTS table with the
@@ -578,7 +579,7 @@ class SQLiteStore:
         clause, params = scope.where("r")
         sql = (
             "SELECT f.rowid, bm25(records_fts) AS s FROM records_fts f "
-            "JOIN records r ON r.rowid = f.rowid "
+            "JOIN record_scope r ON r.rowid = f.rowid "
             f"WHERE records_fts MATCH ? AND {clause} ORDER BY s LIMIT ?"
         )
         with self.lock:
@@ -635,7 +636,7 @@ class SQLiteStore:
         ("like", "think") makes a 100k-memory search scan tens of thousands of rows. The
         rarest words carry nearly all of BM25's weight (idf), so words are taken in
         order of document frequency until their postings would exceed the budget; the two
-        rarest are always kept. Below the budget (every store under ~10k memories) nothing
+        rarest are always kept. Below the budget (stores of a few thousand memories) nothing
         changes. Frequencies come from FTS5's own vocabulary, after its own stemming.
         """
         with self.lock:

