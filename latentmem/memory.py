@@ -44,7 +44,7 @@ from latentmem.inputs import (
 from latentmem.retrieve import hybrid, rerank
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import is_listing
-from latentmem.retrieve.scoring import rescore
+from latentmem.retrieve.scoring import rescore_many
 from latentmem.retrieve.timeparse import parse_time
 from latentmem.retrieve.timequery import parse_query_time
 from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
@@ -519,17 +519,17 @@ class Memory:
             reference = from_ts(max(times)) if times else None
         cfg = self.config
         rerank.session_scale(self.store, scope, qvec, cands, cfg)
-        scored: list[tuple[float, str, int, dict[str, float]]] = []
         by_rowid = {c.row.rowid: c.row for c in cands}
-        for cand in cands:
-            row = cand.row
-            score, parts = rescore(
-                from_ts(row.event_time), row.importance, row.access_count, cand.relevance,
-                weights, reference,
-            )
-            parts.update(cand.parts)
-            parts["final"] = score
-            scored.append((score, row.id, row.rowid, parts))
+        factors = rescore_many(
+            [c.row.event_time for c in cands], [c.row.importance for c in cands],
+            [c.row.access_count for c in cands], [c.relevance for c in cands], weights,
+            reference.timestamp() if reference is not None else None,
+        )
+        scored: list[tuple[float, str, int, dict[str, float]]] = []
+        for cand, (score, rel, rec, imp, acc) in zip(cands, factors, strict=True):
+            parts = {"relevance": rel, "recency": rec, "importance": imp, "access": acc,
+                     **cand.parts, "final": score}
+            scored.append((score, cand.row.id, cand.row.rowid, parts))
         scored.sort(key=lambda x: (-x[0], x[1]))
         tokens = getattr(self.embedder, "token_vectors", None)
         if cfg.maxsim_weight > 0 and tokens is not None and scored:

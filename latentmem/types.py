@@ -103,22 +103,28 @@ class Hit:
         return self.record.text
 
     def explain(self) -> str:
+        """One line: the factors the score was computed from, then where relevance came from
+        (first-stage ranks, then each boost; ``x`` marks a multiplier)."""
         c = self.components
         parts = []
         if "fused" in c:
             parts.append(f"fused {c['fused']:.3f}")
-        if c.get("diffusion"):
-            parts.append(f"+ neighbours {c['diffusion']:.3f}")
         if "dense_rank" in c:
             parts.append(f"dense #{int(c['dense_rank'])} (cos {c.get('dense', 0.0):.3f})")
         if "bm25_rank" in c:
             parts.append(f"bm25 #{int(c['bm25_rank'])} ({c.get('bm25', 0.0):.2f})")
-        weighted = [
-            f"{name} {c[name]:.2f}"
-            for name in ("relevance", "recency", "importance", "access")
-            if name in c
-        ]
-        return f"score {self.score:.4f} = " + " + ".join(weighted) + " | " + ", ".join(parts)
+        for key, label in (("diffusion", "neighbours"), ("entity", "entity hop"),
+                           ("time", "time window"), ("speaker", "speaker"),
+                           ("session", "session"), ("session_centroid", "session centroid")):
+            if c.get(key):
+                parts.append(f"+ {label} {c[key]:.3f}")
+        if "superseded" in c:
+            parts.append(f"x superseded {c['superseded']:.2f}")
+        if "maxsim" in c:
+            parts.append(f"maxsim {c['maxsim']:.3f}")
+        factors = [f"{name} {c[name]:.2f}" for name in ("relevance", "recency", "importance",
+                                                         "access") if name in c]
+        return f"score {self.score:.4f} from " + ", ".join(factors) + " | " + ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

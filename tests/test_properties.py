@@ -127,11 +127,12 @@ def test_state_machine_agrees_with_exact_search() -> None:
     AGREEMENT[:] = [0, 0]
     run_state_machine_as_test(
         MemoryMachine,
-        settings=settings(max_examples=100, stateful_step_count=40, deadline=None,
+        settings=settings(max_examples=100, stateful_step_count=40, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow]),
     )
     agree, total = AGREEMENT
     assert total >= 150, f"only {total} searches were checked"
+    print(f"dense search agreed with exact search {agree}/{total}")
     assert agree / total >= 0.99, f"dense search agreed with exact search {agree}/{total}"
 
 

@@ -123,3 +123,21 @@ def test_maxsim_rerank(mem: Memory) -> None:
     hits = mem.search("red bicycle", user_id="u", k=3)
     assert hits[0].record.text == "the red bicycle in the hall"
     assert all("maxsim" in h.components for h in hits)
+
+
+def test_rescore_many_matches_rescore() -> None:
+    from datetime import UTC, datetime
+
+    from latentmem.config import ScoringWeights
+    from latentmem.retrieve.scoring import rescore, rescore_many
+
+    w = ScoringWeights()
+    ref = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = [(datetime(2023, 12, 1, tzinfo=UTC), 0.7, 3, 0.9), (None, 0.2, 0, 0.5),
+            (datetime(2024, 2, 1, tzinfo=UTC), 0.5, 50, 1.0)]
+    many = rescore_many([r[0].timestamp() if r[0] else None for r in rows], [r[1] for r in rows],
+                        [r[2] for r in rows], [r[3] for r in rows], w, ref.timestamp())
+    for (when, imp, acc, rel), got in zip(rows, many, strict=True):
+        score, parts = rescore(when, imp, acc, rel, w, ref)
+        assert got == pytest.approx((score, parts["relevance"], parts["recency"],
+                                     parts["importance"], parts["access"]))

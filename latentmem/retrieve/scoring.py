@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
+import numpy as np
+
 from latentmem.config import ScoringWeights
 
 
@@ -64,3 +66,29 @@ def rescore(
         + weights.access * parts["access"]
     )
     return score, parts
+
+
+def rescore_many(
+    event_times: Sequence[float | None],
+    importance: Sequence[float],
+    access_counts: Sequence[int],
+    relevance: Sequence[float],
+    weights: ScoringWeights,
+    reference: float | None,
+) -> list[tuple[float, float, float, float, float]]:
+    """``rescore`` for many candidates at once (Unix times): (score, relevance, recency,
+    importance, access) per candidate. Vectorised, because a search rescores a few hundred
+    candidates and per-candidate Python calls cost milliseconds."""
+    rel = np.asarray(relevance, dtype=np.float64)
+    imp = np.asarray(importance, dtype=np.float64)
+    acc = np.minimum(1.0, np.log1p(np.maximum(np.asarray(access_counts, dtype=np.float64), 0))
+                     / math.log1p(20))
+    rec = np.zeros_like(rel)
+    if reference is not None and weights.recency_half_life_days > 0:
+        ev = np.array([np.nan if t is None else t for t in event_times], dtype=np.float64)
+        age = np.maximum(0.0, (reference - ev) / 86400.0)
+        rec = np.where(np.isnan(ev), 0.0, 0.5 ** (age / weights.recency_half_life_days))
+    score = (weights.relevance * rel + weights.recency * rec + weights.importance * imp
+             + weights.access * acc)
+    return list(zip(score.tolist(), rel.tolist(), rec.tolist(), imp.tolist(), acc.tolist(),
+                    strict=True))
