@@ -30,7 +30,7 @@ class ScoringWeights:
     normalised to [0, 1]; the others are in [0, 1] too, so the weights read as shares."""
 
     relevance: float = 1.0
-    recency: float = 0.05
+    recency: float = 0.02
     importance: float = 0.05
     access: float = 0.02
     recency_half_life_days: float = 30.0
