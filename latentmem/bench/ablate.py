@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "+ session centroid": {"session_centroid": 0.2},
     "+ session diversity (always)": {"session_diversity": 0.05},
     "+ mmr": {"mmr": 0.2},
+    "+ late interaction (maxsim)": {"maxsim_weight": 0.3},
     "plain rrf (all off)": {"fusion": "rrf", "diffusion_hops": 0, "speaker_boost": 0.0,
                             "time_boost": 0.0, "session_boost": 0.0, "listing_diversity": 0.0,
                             "session_diversity": 0.0, "entity_gain": 0.0, "mmr": 0.0,

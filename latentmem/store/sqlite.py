@@ -126,6 +126,7 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
+        self._row_count: tuple[int, int] | None = None
         # Set by the owner (Memory) to record entity mentions and `entity` edges on insert.
         self.entity_extractor: Callable[[str], list[str]] | None = None
         try:
@@ -573,7 +574,7 @@ class SQLiteStore:
         )
         if not terms:
             return []
-        if len(terms) > 2:
+        if len(terms) > 2 and self._rows() > BM25_POSTINGS:  # else every word is affordable
             terms = self._affordable_terms(terms)
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         clause, params = scope.where("r")
@@ -628,6 +629,13 @@ class SQLiteStore:
         with self.lock:
             rows = self.conn.execute(sql, [*params, start, end, limit]).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def _rows(self) -> int:
+        """Row count of the whole store, cached until the next write (count(*) is a scan)."""
+        epoch = self.vector_epoch()
+        if self._row_count is None or self._row_count[0] != epoch:
+            self._row_count = (epoch, self.count())
+        return self._row_count[1]
 
     def _affordable_terms(self, words: list[str]) -> list[str]:
         """The query words whose postings fit in ``BM25_POSTINGS``, rarest first.
