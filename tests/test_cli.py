@@ -164,3 +164,18 @@ def test_acceptance_with_minilm(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0
     assert all(hit["record"]["user_id"] == "bob" for hit in json.loads(out))
     assert "Lisbon" not in out
+
+
+def test_supersedes_and_as_of(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h = str(home)
+    code, out, _ = run(capsys, "--home", h, "add", "I live in Lisbon", "--user", "ana",
+                       "--event-time", "2022-01-01", "--json")
+    old = json.loads(out)["ids"][0]
+    code, out, _ = run(capsys, "--home", h, "add", "I live in Porto now", "--user", "ana",
+                       "--event-time", "2023-06-01", "--supersedes", old, "--json")
+    assert code == 0
+    code, out, _ = run(capsys, "--home", h, "search", "where do I live", "--user", "ana",
+                       "--as-of", "2023-01-01", "--json")
+    assert [hit["id"] for hit in json.loads(out)] == [old]
+    code, _, err = run(capsys, "--home", h, "add", "x", "--user", "bob", "--supersedes", old)
+    assert code == 1 and "no memory" in err
