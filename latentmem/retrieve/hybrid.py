@@ -79,8 +79,9 @@ def retrieve(
     window: TimeWindow | None = None,
     sparse_future: Future[list[tuple[int, float]]] | None = None,
 ) -> list[Candidate]:
-    """``sparse_future``: the BM25 query already running (Memory.search starts it before
-    embedding the query); without it BM25 runs here."""
+    """``sparse_future``: the BM25 query already running on a worker thread
+    (Memory.search starts it just before this, so it overlaps the FAISS scan);
+    without it BM25 runs here."""
     allowed = store.rowids_in_scope(scope) if scope.narrowed else None
     dense_ids, dense_scores = index.search(scope.user_id, qvec, n, allowed)
     if window is not None and config.use_dense:
