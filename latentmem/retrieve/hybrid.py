@@ -156,6 +156,17 @@ def retrieve(
     return cands
 
 
+def _joined(row: LightRow, qvec: np.ndarray, cos: np.ndarray, config: Config) -> Candidate:
+    """A memory that joins after fusion (a neighbour, an entity mention): its cosine goes
+    through the same min-max normalisation as the first-stage candidates' (``cos``), and
+    it has no BM25 share by construction."""
+    x = float(row.vector @ qvec)
+    lo, hi = float(cos.min()), float(cos.max())
+    w = config.dense_weight if config.use_bm25 else 1.0
+    fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
+    return Candidate(row, fused, {"dense": x, "fused": fused})
+
+
 def _diffuse(
     store: SQLiteStore,
     scope: Scope,
@@ -173,16 +184,9 @@ def _diffuse(
     by_id = {c.row.id: c for c in cands}
     new_ids = [i for i in neighbourhood(seeds, forward, backward, hops) if i not in by_id]
     if new_ids:
-        lo, hi = float(cos.min()), float(cos.max())
-        w = config.dense_weight if config.use_bm25 else 1.0
         for row in store.light_rows("id", new_ids):
-            if not scope.contains(row):
-                continue
-            x = float(row.vector @ qvec)
-            # The same dense normalisation as the candidates; no BM25 match by construction.
-            fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
-            cand = Candidate(row, fused, {"dense": x, "fused": fused})
-            by_id[row.id] = cand
+            if scope.contains(row):
+                by_id[row.id] = _joined(row, qvec, cos, config)
     base = {i: c.relevance for i, c in by_id.items()}
     received = spread(base, forward, backward, hops, config.diffusion_gain)
     for i, c in by_id.items():
@@ -220,15 +224,11 @@ def _entity_hop(
     if not weight:
         return cands
     by_rowid = {c.row.rowid: c for c in cands}
-    lo, hi = float(cos.min()), float(cos.max())
-    w = config.dense_weight if config.use_bm25 else 1.0
     for ent, source in sorted(weight.items(), key=lambda x: -x[1])[: config.entity_terms]:
         found = store.mentioning(scope, ent, config.entity_hits)
         missing = [r for r in found if r not in by_rowid]
         for row in store.light_rows("rowid", missing):
-            x = float(row.vector @ qvec)
-            fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
-            by_rowid[row.rowid] = Candidate(row, fused, {"dense": x, "fused": fused})
+            by_rowid[row.rowid] = _joined(row, qvec, cos, config)
         for rowid in found:
             cand = by_rowid.get(rowid)
             if cand is None:
