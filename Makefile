@@ -25,7 +25,7 @@ demo: $(STAMP) ## build a memory from the sample conversation, search it, export
 	$(BIN)/latentmem demo
 
 lint: $(STAMP) ## ruff
-	$(BIN)/ruff check latentmem tests scripts
+	$(BIN)/ruff check latentmem tests
 
 typecheck: $(STAMP) ## mypy on the package
 	$(BIN)/mypy latentmem

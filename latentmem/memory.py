@@ -520,7 +520,6 @@ class Memory:
             reference = from_ts(max(times)) if times else None
         cfg = self.config
         rerank.session_scale(self.store, scope, qvec, cands, cfg)
-        by_rowid = {c.row.rowid: c.row for c in cands}
         factors = rescore_many(
             [c.row.event_time for c in cands], [c.row.importance for c in cands],
             [c.row.access_count for c in cands], [c.relevance for c in cands], weights,
@@ -539,6 +538,7 @@ class Memory:
         if cfg.listing_diversity > 0 and is_listing(query):
             diversity += cfg.listing_diversity
         if diversity > 0 or cfg.mmr > 0:
+            by_rowid = {c.row.rowid: c.row for c in cands}
             rows = [by_rowid[x[2]] for x in scored]
             vectors = np.stack([r.vector for r in rows]) if cfg.mmr > 0 else None
             order = rerank.diversify([x[0] for x in scored], [r.session_id for r in rows],

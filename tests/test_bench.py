@@ -136,6 +136,12 @@ def test_ablate_end_to_end(tmp_path: Path) -> None:
         assert 0.0 <= v["held_out"]["recall@10"] <= 1.0
     assert main(["bench", "ablate", "--data", str(data), "--fit", "conv-x", "--embedder", "hash",
                  "--cache", str(tmp_path / "c.db"), "--quiet"]) == 2
+    assert main(["bench", "ablate", "--data", str(data), "--fit", "conv-t", "--embedder", "hash",
+                 "--cache", str(tmp_path / "c.db"), "--json", str(out), "--quiet", "--variants",
+                 '{"rrf": {"fusion": "rrf"}, "w": {"weights": {"recency": 0.0}}}']) == 0
+    assert list(json.loads(out.read_text())["variants"]) == ["rrf", "w"]
+    with pytest.raises(SystemExit):
+        main(["bench", "ablate", "--data", str(data), "--variants", '{"x": {"no_such": 1}}'])
 
 
 def test_set_overrides_reach_the_engine(tmp_path: Path) -> None:

@@ -125,19 +125,19 @@ def test_maxsim_rerank(mem: Memory) -> None:
     assert all("maxsim" in h.components for h in hits)
 
 
-def test_rescore_many_matches_rescore() -> None:
-    from datetime import UTC, datetime
+def test_rescore_many_by_hand() -> None:
+    import math
 
     from latentmem.config import ScoringWeights
-    from latentmem.retrieve.scoring import rescore, rescore_many
+    from latentmem.retrieve.scoring import rescore_many
 
-    w = ScoringWeights()
-    ref = datetime(2024, 1, 1, tzinfo=UTC)
-    rows = [(datetime(2023, 12, 1, tzinfo=UTC), 0.7, 3, 0.9), (None, 0.2, 0, 0.5),
-            (datetime(2024, 2, 1, tzinfo=UTC), 0.5, 50, 1.0)]
-    many = rescore_many([r[0].timestamp() if r[0] else None for r in rows], [r[1] for r in rows],
-                        [r[2] for r in rows], [r[3] for r in rows], w, ref.timestamp())
-    for (when, imp, acc, rel), got in zip(rows, many, strict=True):
-        score, parts = rescore(when, imp, acc, rel, w, ref)
-        assert got == pytest.approx((score, parts["relevance"], parts["recency"],
-                                     parts["importance"], parts["access"]))
+    w = ScoringWeights(relevance=1.0, recency=0.1, importance=0.2, access=0.3,
+                       recency_half_life_days=30.0)
+    day = 86400.0
+    got = rescore_many([1000 * day - 30 * day, None, 1000 * day + day], [0.7, 0.2, 0.5],
+                       [3, 0, 50], [0.9, 0.5, 1.0], w, 1000 * day)
+    acc3 = math.log1p(3) / math.log1p(20)
+    assert got[0] == pytest.approx((0.9 + 0.1 * 0.5 + 0.2 * 0.7 + 0.3 * acc3, 0.9, 0.5, 0.7, acc3))
+    assert got[1] == pytest.approx((0.5 + 0.2 * 0.2, 0.5, 0.0, 0.2, 0.0))  # undated: no recency
+    assert got[2] == pytest.approx((1.0 + 0.1 + 0.1 + 0.3, 1.0, 1.0, 0.5, 1.0))  # future: age 0
+    assert rescore_many([day], [0.5], [0], [1.0], w, None)[0][2] == 0.0  # no reference

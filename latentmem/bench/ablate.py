@@ -6,6 +6,9 @@ every question of categories 1-4 with one search and one context, exactly as
 ``bench locomo`` does. Swapping the configuration of an open store is sound
 because every component here acts at query time; ingest does not depend on it.
 
+``--variants`` runs other configurations the same way: it is how the defaults
+were searched for (one JSON object of candidate settings per call).
+
 Honesty about fitting. The conversations are split into a *fit* part (where
 defaults were chosen) and a *held-out* part (never looked at while choosing);
 both are reported, and the held-out column is the one to believe.
@@ -14,16 +17,17 @@ both are reported, and the held-out column is the one to believe.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from latentmem.bench import metrics as M
 from latentmem.bench.report import stamp, table
+from latentmem.config import Config
 from latentmem.errors import InvalidInputError
 
 # name -> Config overrides. "all on" is the shipped default; "-" switches a default
@@ -51,14 +55,34 @@ VARIANTS: dict[str, dict[str, Any]] = {
 FIT = ("conv-26", "conv-30")
 
 
-def evaluate(systems: dict[str, Any], units: list[Any], fit: set[str], budget: int,
-             overrides: dict[str, Any]) -> dict[str, Any]:
+def _variants(text: str) -> dict[str, dict[str, Any]]:
+    """--variants: a JSON object {name: {config key: value}} (inline, or a file's path)."""
+    raw = Path(text).read_text() if Path(text).is_file() else text
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--variants: not JSON ({exc})") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise argparse.ArgumentTypeError("--variants: expected {name: {config key: value}}")
+    for overrides in data.values():
+        try:
+            Config.from_dict(overrides)
+        except (InvalidInputError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(f"--variants: {exc}") from exc
+    return data
+
+
+def evaluate(systems: dict[str, Any], bases: dict[str, Config], units: list[Any], fit: set[str],
+             budget: int, overrides: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, dict[str, list[float]]] = {"fit": defaultdict(list), "held_out": defaultdict(list)}
     t0 = time.perf_counter()
+    # from_dict turns a "weights" dict into ScoringWeights and rejects unknown keys.
+    parsed = Config.from_dict(overrides)
+    changes = {key: getattr(parsed, key) for key in overrides}
     for unit in units:
         sys_ = systems[unit.name]
-        base = sys_.base_config
-        sys_.memory.config = dataclasses.replace(base, **overrides)
+        base = bases[unit.name]
+        sys_.memory.config = replace(base, **changes)
         part = parts["fit" if unit.name in fit else "held_out"]
         for q in unit.questions:
             if q.apart:
@@ -96,15 +120,14 @@ def run_cli(args: argparse.Namespace) -> int:
     systems: dict[str, Any] = {}
     try:
         for unit in units:
-            s = LatentMemSystem(setup)
-            s.base_config = s.memory.config  # type: ignore[attr-defined]
-            s.ingest(unit.sessions)
-            systems[unit.name] = s
+            systems[unit.name] = LatentMemSystem(setup)
+            systems[unit.name].ingest(unit.sessions)
+        bases = {name: s.memory.config for name, s in systems.items()}
         results: dict[str, Any] = {}
-        for name, overrides in VARIANTS.items():
+        for name, overrides in (args.variants or VARIANTS).items():
             print(f"{name} ...", file=sys.stderr, flush=True)
             results[name] = {"overrides": overrides,
-                             **evaluate(systems, units, fit, args.budget, overrides)}
+                             **evaluate(systems, bases, units, fit, args.budget, overrides)}
     finally:
         for s in systems.values():
             s.close()
@@ -127,17 +150,15 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    from latentmem.bench.cli import _setting
+    from latentmem.bench.cli import engine_args
 
     p = subparsers.add_parser("ablate", help="each retrieval component switched off, on LoCoMo")
     p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
     p.add_argument("--fit", default=",".join(FIT),
                    help="conversations the defaults were chosen on (default conv-26,conv-30)")
     p.add_argument("--budget", type=int, default=1000, help="context budget in tokens")
-    p.add_argument("--embedder", default="minilm", help="minilm (default) or hash (tests only)")
-    p.add_argument("--cache", default=None, help="embedding cache file shared across runs")
-    p.add_argument("--set", dest="settings", type=_setting, action="append", metavar="KEY=VALUE",
-                   help="change the baseline every variant starts from (repeatable)")
-    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--variants", type=_variants, default=None, metavar="JSON",
+                   help="instead of the ablation list, these {name: {key: value}} variants "
+                        "(inline JSON or a file); how the defaults were searched for")
+    engine_args(p)  # --set changes the baseline every variant starts from
     p.set_defaults(func=run_cli)

@@ -70,9 +70,8 @@ def _setup(args: argparse.Namespace) -> BenchSetup:
                       dict(getattr(args, "settings", None) or []))
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--system", type=_names, default=["latentmem", "dense", "bm25"],
-                   help=f"comma-separated, first is primary; known: {','.join(sorted(SYSTEMS))}")
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """The options every quality bench shares: model, cache, config overrides, output."""
     p.add_argument("--embedder", default="minilm", help="minilm (default) or hash (tests only)")
     p.add_argument("--cache", default=None, help="embedding cache file shared across runs")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
@@ -80,6 +79,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="settings", type=_setting, action="append", metavar="KEY=VALUE",
                    help="override a latentmem config setting (repeatable), e.g. --set "
                         "diffusion_hops=0 for an ablation")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system", type=_names, default=["latentmem", "dense", "bm25"],
+                   help=f"comma-separated, first is primary; known: {','.join(sorted(SYSTEMS))}")
+    engine_args(p)
 
 
 def prewarm(setup: BenchSetup, units: list[Unit], quiet: bool) -> float:

@@ -37,6 +37,11 @@ class MiniLMEmbedder:
         self._tokenizer: Any = None
         self._lock = threading.Lock()
 
+    def _ensure_loaded(self) -> None:
+        with self._lock:
+            if self._model is None:
+                self._load()
+
     def _load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -52,9 +57,7 @@ class MiniLMEmbedder:
     def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
-        with self._lock:
-            if self._model is None:
-                self._load()
+        self._ensure_loaded()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
@@ -83,9 +86,7 @@ class MiniLMEmbedder:
         ``max_tokens``: reranking short turns, a longer window buys little and costs a lot."""
         import torch
 
-        with self._lock:
-            if self._model is None:
-                self._load()
+        self._ensure_loaded()
         if not texts:
             return []
         with torch.inference_mode():

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import datetime
 
 import numpy as np
 
@@ -34,40 +33,6 @@ def rrf(rankings: Sequence[Sequence[int]], k: int) -> dict[int, float]:
     return fused
 
 
-def recency(event: datetime | None, reference: datetime | None, half_life_days: float) -> float:
-    if event is None or reference is None or half_life_days <= 0:
-        return 0.0
-    age_days = max(0.0, (reference - event).total_seconds() / 86400.0)
-    return 0.5 ** (age_days / half_life_days)
-
-
-def access_factor(count: int) -> float:
-    return min(1.0, math.log1p(max(0, count)) / math.log1p(20))
-
-
-def rescore(
-    event_time: datetime | None,
-    importance: float,
-    access_count: int,
-    relevance: float,
-    weights: ScoringWeights,
-    reference: datetime | None,
-) -> tuple[float, dict[str, float]]:
-    parts = {
-        "relevance": relevance,
-        "recency": recency(event_time, reference, weights.recency_half_life_days),
-        "importance": importance,
-        "access": access_factor(access_count),
-    }
-    score = (
-        weights.relevance * parts["relevance"]
-        + weights.recency * parts["recency"]
-        + weights.importance * parts["importance"]
-        + weights.access * parts["access"]
-    )
-    return score, parts
-
-
 def rescore_many(
     event_times: Sequence[float | None],
     importance: Sequence[float],
@@ -76,9 +41,9 @@ def rescore_many(
     weights: ScoringWeights,
     reference: float | None,
 ) -> list[tuple[float, float, float, float, float]]:
-    """``rescore`` for many candidates at once (Unix times): (score, relevance, recency,
-    importance, access) per candidate. Vectorised, because a search rescores a few hundred
-    candidates and per-candidate Python calls cost milliseconds."""
+    """The score of each candidate (times in Unix seconds), as (score, relevance, recency,
+    importance, access). Vectorised: a search rescores a few hundred candidates, and a
+    Python call per candidate cost milliseconds."""
     rel = np.asarray(relevance, dtype=np.float64)
     imp = np.asarray(importance, dtype=np.float64)
     acc = np.minimum(1.0, np.log1p(np.maximum(np.asarray(access_counts, dtype=np.float64), 0))
