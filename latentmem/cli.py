@@ -200,6 +200,45 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_invert(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from latentmem import invert
+
+    if (args.text is None) == (args.id is None):
+        raise InvalidInputError("give a text or --id ID (one of the two)")
+    steps = invert.DEFAULT_STEPS if args.steps is None else args.steps
+    if args.id is not None:
+        with _open(args) as m:
+            rec = m.get(args.id, include_vector=True, user_id=args.user)
+            inverted = m.invert(args.id, steps=steps, user_id=args.user)
+            original, vector = rec.text, np.asarray(rec.vector, dtype=np.float32)
+            again = m.embedder.embed_batch([inverted])[0]
+    else:
+        from latentmem.encode.minilm import shared_minilm
+
+        inverter = invert.require_default()
+        original = _text_arg(args.text)
+        if not original.strip():
+            raise InvalidInputError("the text to invert is empty")
+        embedder = shared_minilm()
+        vector = embedder.embed_batch([original])[0]
+        inverted = invert.invert_one(inverter, vector, steps)
+        again = embedder.embed_batch([inverted])[0]
+    cosine = float(np.dot(vector, again))
+    data = {"text": original, "inverted": inverted, "cosine": round(cosine, 4), "steps": steps,
+            "id": args.id}
+
+    def human() -> None:
+        print(f"original: {original}")
+        print(f"inverted: {inverted}")
+        print(f"cosine:   {cosine:.3f} (MiniLM of the inverted text vs the vector; {steps} "
+              f"correction step{'s' if steps != 1 else ''})")
+
+    _emit(args, data, human)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from latentmem.demo import run_demo
 
@@ -278,8 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", parents=[common], help="store statistics")
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("invert", parents=[common],
+                       help="read text back from a vector: text -> vector -> text, or a memory's")
+    p.add_argument("text", nargs="?", default=None, help="text to round-trip ('-' reads stdin)")
+    p.add_argument("--id", default=None, help="invert this memory's stored vector instead")
+    p.add_argument("--steps", type=int, default=None, choices=range(0, 11), metavar="N",
+                   help="correction steps, 0-10 (default 1)")
+    p.set_defaults(func=cmd_invert)
+
     p = sub.add_parser("demo", parents=[common], help="build, search and export a sample memory")
     p.set_defaults(func=cmd_demo)
+
+    from latentmem.lifecycle.cli import register as lifecycle
+
+    lifecycle(sub, common)
 
     try:
         from latentmem.bench.cli import register

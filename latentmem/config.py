@@ -83,6 +83,38 @@ class Config:
     embed_cache: bool = True
     # Where the embedding cache lives; None means inside the store's own database.
     embed_cache_path: str | None = None
+    # How vectors are stored: "fp32" | "fp16" | "int8" | "pq" (latentmem/store/codec.py).
+    # Fixed in the store when it is created; None means the store's own (fp32 when new).
+    vector_tier: str | None = None
+    # "lossless" stores text; "lossy" stores vectors and metadata only (latent memory).
+    mode: str = "lossless"
+    # Lifecycle: sleep cycles (latentmem/lifecycle/). Forgetting: strength half-life of an
+    # untouched memory of importance 0; below forget_threshold a memory is demoted (text
+    # dropped), below archive_threshold forget_action applies ("archive", "delete", "none").
+    strength_half_life_days: float = 30.0
+    forget_threshold: float = 0.05
+    archive_threshold: float = 0.01
+    forget_action: str = "archive"
+    # Per-user cap on text + vector bytes; None: no cap.
+    budget_bytes_per_user: int | None = None
+    # Consolidation of near-duplicates (cosine >= duplicate_threshold) and low-information
+    # repeats (>= repeat_threshold); merge mode "lossless" | "lossy"; originals "keep" |
+    # "demote" | "archive".
+    consolidate: bool = True
+    duplicate_threshold: float = 0.95
+    repeat_threshold: float = 0.85
+    consolidate_mode: str = "lossless"
+    consolidate_originals: str = "archive"
+    # How long a sleep cycle's demotion can be undone (the text is kept that long).
+    undo_days: float = 7.0
+    # Memories preloaded per user by each sleep cycle.
+    preload_size: int = 256
+    # Importance controller (latentmem/lifecycle/controller.py): False keeps the fixed
+    # importance prior at add time (feedback is still logged and learned from). The
+    # implicit signal (memories packed into a context) counts this much per memory
+    # against one explicit feedback; 0 ignores it.
+    controller: bool = True
+    controller_implicit_weight: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,4 +150,20 @@ class Config:
             if bad:
                 raise InvalidInputError(f"unknown weight keys {bad}; expected {sorted(wknown)}")
             data["weights"] = ScoringWeights(**weights)
+        for key, allowed in _CHOICES.items():
+            if key in data and data[key] not in allowed:
+                raise InvalidInputError(f"{key} must be one of {list(allowed)}, found {data[key]!r}")
+        for key in _SHARES:
+            value = data.get(key)
+            if value is not None and (not isinstance(value, int | float) or not 0 <= value <= 1):
+                raise InvalidInputError(f"{key} must be a number in [0, 1], found {value!r}")
         return replace(cls(), **data)
+
+
+_CHOICES = {
+    "mode": ("lossless", "lossy"),
+    "forget_action": ("archive", "delete", "none"),
+    "consolidate_mode": ("lossless", "lossy"),
+    "consolidate_originals": ("keep", "demote", "archive"),
+}
+_SHARES = ("forget_threshold", "archive_threshold", "duplicate_threshold", "repeat_threshold")

@@ -28,7 +28,7 @@ import numpy as np
 from latentmem.config import Config, ScoringWeights, resolve_home
 from latentmem.encode import segment
 from latentmem.encode.base import Embedder, get_embedder
-from latentmem.encode.cache import CachedEmbedder, EmbeddingCache, cache_key
+from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
 from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundError
 from latentmem.graph import causal, entities
 from latentmem.ids import new_id
@@ -41,6 +41,7 @@ from latentmem.inputs import (
     is_unit_f32,
     normalise_items,
 )
+from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import hybrid, rerank
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import is_listing
@@ -88,6 +89,7 @@ class Memory:
         self.store.entity_extractor = entities.extract
         base = get_embedder(embedder if embedder is not None else config.embedder)
         self.store.bind_embedder(base.name, base.dim)
+        self.store.bind_vector_tier(config.vector_tier, base.dim)
         self.embedder: Embedder = base
         self._cache: EmbeddingCache | None = None
         if config.embed_cache:
@@ -101,14 +103,23 @@ class Memory:
         # Runs a search's BM25 query while FAISS scans: SQLite and FAISS both release the
         # GIL, so the two overlap.
         self._pool: ThreadPoolExecutor | None = None
+        # Writes a search causes (access counts) run here, after the search returns: a
+        # search must never wait for SQLite's write lock, which a sleep cycle or another
+        # process may hold for a while.
+        self._writer: ThreadPoolExecutor | None = None
+        self._background_errors: list[Exception] = []
         self.index = self._open_index()
+        self.controller = Controller.load(self.store, config.controller_implicit_weight)
+        self._inverter: Any = False  # loaded on first use; None when there is none
+        # Rowids the last sleep cycle predicted per user (latentmem/lifecycle/preload.py).
+        self.preloaded: dict[str, set[int]] = {}
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------
 
     def _open_index(self) -> FaissIndex:
         path = self.home / INDEX_FILE
-        index = FaissIndex.load(path, self.dim)
+        index = FaissIndex.load(path, self.dim, self.store.codec)
         epoch = self.store.vector_epoch()
         if index is not None and index.epoch == epoch and index.count() == self.store.count():
             self._saved_epoch = epoch
@@ -116,7 +127,7 @@ class Memory:
         return self._rebuild_index(epoch)
 
     def _rebuild_index(self, epoch: int | None = None) -> FaissIndex:
-        index = FaissIndex(self.dim)
+        index = FaissIndex(self.dim, self.store.codec)
         with self._lock:
             index.epoch = self.store.vector_epoch() if epoch is None else epoch
             for user, rowids, vectors in self.store.iter_vectors():
@@ -124,8 +135,9 @@ class Memory:
         return index
 
     def _sync_index(self) -> None:
-        """Rebuild when another process changed the vectors since we last looked."""
-        if self.store.vector_epoch() != self.index.epoch:
+        """Rebuild when another process changed the vectors since we last looked, or when
+        the store's PQ codebook was trained since the index was built."""
+        if self.store.vector_epoch() != self.index.epoch or self.index.stale:
             self.index = self._rebuild_index()
 
     def flush(self) -> None:
@@ -135,6 +147,9 @@ class Memory:
         with self._lock:
             self._sync_index()
             path = self.home / INDEX_FILE
+            if not self.index.persistent:  # compact tiers rebuild it from the store
+                path.unlink(missing_ok=True)
+                return
             if self.index.epoch == self._saved_epoch and path.exists():
                 return
             self.index.save(path)
@@ -146,6 +161,8 @@ class Memory:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
             self.flush()
             self.store.close()
             if self._cache is not None and self._cache.conn is not self.store.conn:
@@ -241,6 +258,10 @@ class Memory:
         cached = getattr(self.embedder, "hits", 0) - cached_before
         t_embed = time.perf_counter()
 
+        texts = [text for _, text, _, _ in pieces]
+        learned = iter(self.controller.score_new(
+            self.store, user, session, texts, [item.get("role") for item, _, _, _ in pieces], vectors,
+        ) if self.config.controller else [segment.importance_prior(text) for text in texts])
         records: list[tuple[Record, str]] = []
         for (item, text, ci, nchunks), itext, vec in zip(pieces, index_texts, vectors, strict=True):
             meta = dict(metadata or {})
@@ -264,11 +285,13 @@ class Memory:
                 event_time=item.get("event_time") or now,
                 created_at=now,
                 updated_at=now,
-                importance=float(importance) if importance is not None else segment.importance_prior(text),
+                importance=float(importance) if importance is not None else next(learned),
                 content_hash=content_hash(text),
                 vector=vec,
             )
             records.append((rec, itext))
+        if self.config.mode == "lossy":
+            records = self._lossy(records)
         edges = [
             Edge(a.id, b.id, "next", 1.0, now)
             for (a, _), (b, _) in zip(records, records[1:], strict=False)
@@ -304,6 +327,17 @@ class Memory:
             },
             cached_embeddings=cached,
         )
+
+    def _lossy(self, records: list[tuple[Record, str]]) -> list[tuple[Record, str]]:
+        """``mode="lossy"``: keep vectors and metadata only. Nothing derived from the text
+        is stored (title, summary, content hash, full text, entity mentions); the summary
+        holds the inverter's reconstruction when one is shipped, and hits show it marked
+        as reconstructed."""
+        from latentmem.lifecycle.actions import reconstruct
+
+        recon = reconstruct(self, np.stack([r.vector for r, _ in records if r.vector is not None]))
+        return [(replace(r, text=None, title="", summary=text, content_hash=""), "")
+                for (r, _), text in zip(records, recon, strict=True)]
 
     def _superseded(self, supersedes: str | Sequence[str] | None, user: str) -> list[str]:
         if supersedes is None:
@@ -377,33 +411,45 @@ class Memory:
         return new.record
 
     def delete(self, ids: str | Sequence[str], *, user_id: str | None = None) -> int:
-        """Delete memories for good: record, vector, full-text row, edges, cached
-        embedding and the text kept in history. Unknown ids (or, with ``user_id``,
-        another user's) raise and delete nothing."""
+        """Delete memories for good, archived ones included, leaving no trace: the record,
+        its vector (store, index and index file), full-text entries (purged, not just
+        marked), cached embedding, the text kept in history and in undo payloads, and the
+        merges derived from it (deleted; a merge that keeps two or more other sources is
+        derived again from them). Unknown ids (or, with ``user_id``, another user's) raise
+        and delete nothing. Deletions are final: they cannot be undone."""
+        from latentmem.lifecycle import purge
+
         id_list = [ids] if isinstance(ids, str) else list(ids)
         if not id_list:
             raise InvalidInputError("no ids given")
         with self._lock:
-            for rid in id_list:
-                self._owned(rid, user_id)
-            self._sync_index()
-            rows = self.store.delete(id_list)
-            for row in rows:
-                self.index.remove(row.record.user_id, np.array([row.rowid]))
-            self.index.epoch = self.store.vector_epoch()
-            if self._cache is not None:
-                self._cache.delete(
-                    [
-                        cache_key(self.embedder.name, index_text_for(r.record.text or "", r.record.speaker))
-                        for r in rows
-                    ]
-                )
-        return len(rows)
+            count = purge.delete(self, id_list, user_id)
+        return count
+
+    def forget(self, id: str, *, reason: str = "forgotten on request", cycle: str | None = None,
+               user_id: str | None = None) -> None:
+        """Delete one memory for good, journaled with its reason (see ``delete``)."""
+        from latentmem.lifecycle import journal
+
+        row = self._owned(id, user_id)
+        self.delete([id])
+        with self.store.transaction() as conn:
+            journal.log(conn, "forget", id, row.record.user_id, reason, None, cycle)
 
     def delete_all(self, user_id: str) -> int:
         user = check_scope_value("user_id", user_id, required=True)
         ids = [r.record.id for r in self.store.list_rows(Scope(user or DEFAULT_USER))]
         return self.delete(ids) if ids else 0
+
+    def feedback(self, id: str, useful: bool, *, user_id: str | None = None) -> float:
+        """Say whether a memory was useful. The importance controller learns from it
+        (latentmem/lifecycle/controller.py) and the memory's own importance moves towards
+        the answer; returns that new importance. With ``user_id``, another user's memory is
+        treated as absent."""
+        if not isinstance(useful, bool):
+            raise InvalidInputError(f"useful must be True or False, found {useful!r}")
+        with self._lock:
+            return self.controller.feedback(self.store, self._owned(id, user_id), useful)
 
     # -- read path ----------------------------------------------------------------
 
@@ -549,7 +595,8 @@ class Memory:
         hits = [Hit(records[rowid].record, score, parts) for score, _, rowid, parts in top
                 if rowid in records]
         if self.config.track_access if track_access is None else track_access:
-            self.store.touch([rowid for _, _, rowid, _ in top])
+            self.in_background(self.store.touch, [rowid for _, _, rowid, _ in top],
+                               time.time(), scope.user_id)
         return hits
 
     def _late_interaction(
@@ -594,12 +641,134 @@ class Memory:
             query, user_id, k=k, agent_id=agent_id, session_id=session_id, as_of=as_of,
             track_access=False,
         )
-        return pack(query, hits, budget_tokens)
+        ctx = pack(query, hits, budget_tokens)
+        # Learned from after the caller has its context: a search path never writes.
+        self.in_background(self.controller.observe_context, self.store, ctx)
+        return ctx
+
+    # -- lifecycle (latentmem/lifecycle/) ---------------------------------------------
+
+    def in_background(self, fn: Any, *args: Any) -> None:
+        """Run a bookkeeping write after the caller returns, in order; ``settle()`` waits
+        for all of them."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="latentmem-writer")
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001 - kept for settle() to report
+                self._background_errors.append(exc)
+
+        self._writer.submit(run)
+
+    def settle(self) -> None:
+        """Wait until the bookkeeping writes of earlier searches are stored."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
+        if self._background_errors:
+            errors, self._background_errors = self._background_errors, []
+            raise errors[0]
+
+    def inverter(self) -> Any:
+        """The embedding inverter for this store's embedder, or None when none is shipped."""
+        if self._inverter is False:
+            try:
+                from latentmem.invert import load_default
+            except ImportError:
+                self._inverter = None
+            else:
+                inv = load_default()
+                self._inverter = inv if inv is not None and inv.embedder == self.embedder.name else None
+        return self._inverter
+
+    def sleep(self, budget: float | None = None, *, phases: Sequence[str] | None = None) -> Any:
+        """One sleep cycle (consolidate, forget, preload, optimise) within ``budget``
+        seconds; returns its report. Every action it takes is journaled (``explain``)."""
+        from latentmem.lifecycle import sleep
+
+        return sleep.run_cycle(self, budget, tuple(phases) if phases else sleep.PHASES)
+
+    def start_sleeping(self, every: float, budget: float | None = None) -> Any:
+        """Run sleep cycles in a background thread every ``every`` seconds; returns the
+        ``Sleeper`` (call ``stop()``)."""
+        from latentmem.lifecycle import sleep
+
+        return sleep.Sleeper(self, every, budget).start()
+
+    def explain(self, id: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
+        """What the lifecycle did to a memory (live, archived or deleted) and why."""
+        from latentmem.lifecycle import journal
+
+        if not isinstance(id, str) or not id:
+            raise InvalidInputError("id must be a non-empty string")
+        events = journal.for_record(self.store, id)
+        if user_id is not None:
+            events = [e for e in events if e.user_id == user_id]
+        if not events:
+            raise NotFoundError(f"the lifecycle has no event about {id!r}")
+        return [e.to_dict() for e in events]
+
+    def undo(self, event: int) -> dict[str, Any]:
+        """Reverse a journaled lifecycle action (not deletions; see ``explain``)."""
+        from latentmem.lifecycle import actions
+
+        return actions.undo(self, event).to_dict()
+
+    def demote(self, ids: str | Sequence[str], *, user_id: str | None = None) -> list[str]:
+        """Make memories lossy for good: the text is dropped, the vector and metadata kept
+        (search still finds them by meaning; text is reconstructed by the inverter when
+        one is shipped). Returns the ids that had text."""
+        from latentmem.lifecycle import actions
+
+        id_list = [ids] if isinstance(ids, str) else list(ids)
+        if not id_list:
+            raise InvalidInputError("no ids given")
+        for rid in id_list:
+            self._owned(rid, user_id)
+        done = actions.demote(self, id_list, "demoted on request")
+        if done:  # final: the dropped words leave the full-text index now, not next cycle
+            self.store.purge_fts()
+            self.store.checkpoint()
+        return done
+
+    def merge(self, ids: Sequence[str], weights: Sequence[float] | None = None, *,
+              mode: str = "lossless", originals: str = "keep",
+              user_id: str | None = None) -> Record:
+        """Merge memories of one user into a new one with ``sources`` and ``merged_from``
+        edges. ``lossless``: extractive union of the texts; ``lossy``: normalised weighted
+        mean of the vectors (text reconstructed when an inverter is shipped).
+        ``originals``: keep, demote or archive them."""
+        from latentmem.lifecycle import actions
+
+        return actions.merge(self, ids, weights=weights, mode=mode, originals=originals,
+                             user_id=user_id)
+
+    def invert(self, vector_or_id: str | Sequence[float] | np.ndarray, *, steps: int | None = None,
+               user_id: str | None = None) -> str:
+        """The text latentmem's trained inverter reads back from a vector, or from the stored
+        vector of memory ``id``, after ``steps`` correction rounds (default
+        ``latentmem.invert.DEFAULT_STEPS``). docs/inversion.md says how close it gets."""
+        from latentmem import invert
+
+        if isinstance(steps, bool) or not (steps is None or isinstance(steps, int) and 0 <= steps <= 10):
+            raise InvalidInputError(f"steps must be an integer from 0 to 10, found {steps!r}")
+        if isinstance(vector_or_id, str):
+            vector = self._owned(vector_or_id, user_id, with_vector=True).record.vector
+        else:
+            vector = check_vector(vector_or_id, self.dim, "vector")
+        inverter = invert.require_default()
+        if self.embedder.name != inverter.embedder:
+            raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
+                                    f"holds {self.embedder.name} vectors")
+        return invert.invert_one(inverter, np.asarray(vector, dtype=np.float32),
+                                 invert.DEFAULT_STEPS if steps is None else steps)
 
     def stats(self) -> dict[str, Any]:
         users = self.store.users()
         db = self.store.file_bytes()
         index_path = self.home / INDEX_FILE
+        index_bytes = index_path.stat().st_size if index_path.exists() else 0
         total = sum(n for _, n in users)
         return {
             "home": str(self.home),
@@ -609,11 +778,23 @@ class Memory:
             "embedder": self.store.get_meta("embedder"),
             "dim": self.dim,
             "schema_version": self.store.schema_version,
+            "vector_tier": self.store.codec.tier,
             "index_vectors": self.index.count(),
             "db_bytes": db,
-            "index_bytes": index_path.stat().st_size if index_path.exists() else 0,
-            "bytes_per_memory": (db / total) if total else math.nan,
+            "index_bytes": index_bytes,
+            # Everything on disk: the store and, in the fp32 tier, the index file.
+            "bytes_per_memory": ((db + index_bytes) / total) if total else math.nan,
         }
+
+    def convert_vectors(self, tier: str) -> int:
+        """Re-encode every stored vector into another tier (see latentmem/store/codec.py)
+        and make it this store's tier. Towards a smaller tier this loses precision for
+        good. Returns the number of vectors re-encoded."""
+        with self._lock:
+            count = self.store.convert_vectors(tier)
+            self.index = self._rebuild_index()
+            self.config = replace(self.config, vector_tier=tier)
+        return count
 
     # -- bulk import (used by the formats module) ---------------------------------
 

@@ -187,9 +187,11 @@ def test_receipt_and_access_tracking(mem: Memory) -> None:
     rid = receipt.ids[0]
     mem.search("milk", user_id="u")
     mem.search("milk", user_id="u")
+    mem.settle()  # access counts are written after the search returns
     rec = mem.get(rid)
     assert rec.access_count == 2 and rec.last_accessed_at is not None
     mem.context("milk", user_id="u")
+    mem.settle()
     assert mem.get(rid).access_count == 2
 
 

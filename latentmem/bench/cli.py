@@ -232,7 +232,10 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_longmemeval)
 
-    from latentmem.bench import ablate, perf
+    from latentmem.bench import ablate, controller, inversion, perf, storage
 
     perf.add_parser(sub)
     ablate.add_parser(sub)
+    controller.add_parser(sub)
+    inversion.add_parser(sub)
+    storage.add_parser(sub)

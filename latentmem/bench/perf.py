@@ -66,6 +66,8 @@ def command(args: argparse.Namespace) -> str:
         parts += [f"--{name}", str(getattr(args, name))]
     if args.skip_add_latency:
         parts.append("--skip-add-latency")
+    if args.sleep:
+        parts.append("--sleep")
     return " ".join(parts)
 
 
@@ -85,7 +87,7 @@ def _kept_home(base: str, n: int) -> Path:
 def _run_worker(n: int, args: argparse.Namespace, home: str) -> dict[str, Any]:
     payload = json.dumps({"n": n, "embedder_name": args.embedder, "queries": args.queries,
                           "adds": args.adds, "real": args.real, "home": home,
-                          "skip_add_latency": args.skip_add_latency})
+                          "skip_add_latency": args.skip_add_latency, "sleep": args.sleep})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.perf_counter()
     progress: list[str] = []
@@ -130,6 +132,15 @@ def render(out: dict[str, Any]) -> str:
     lines += [f"n={r['n']:,}: skipped, {r['skipped']}" for r in out["sizes"] if "skipped" in r]
     for r in done:
         lines.append(f"n={r['n']:,}: {r['generated_vectors_note']}")
+        if r.get("sleep_seconds") is not None:
+            phases = r.get("sleep_phases") or {}
+            lines.append(
+                f"n={r['n']:,}: sleep cycle {r['sleep_seconds']:.1f} s ("
+                + ", ".join(f"{k} {v.get('ms', 0) / 1e3:.1f} s" for k, v in phases.items())
+                + f"); {r['search_during_sleep_n']} searches beside it: p50 "
+                f"{r.get('search_during_sleep_ms_p50', 0):.1f} ms, p95 "
+                f"{r.get('search_during_sleep_ms_p95', 0):.1f} ms, max "
+                f"{r.get('search_during_sleep_ms_max', 0):.1f} ms")
         if r.get("fill_synthetic_texts"):
             lines.append(f"n={r['n']:,}: the corpus ran out; {r['fill_synthetic_texts']:,} fill "
                          "texts are synthetic sentences")
@@ -158,7 +169,7 @@ def run_cli(args: argparse.Namespace) -> int:
         "benchmark": "perf", "embedder": args.embedder,
         "command": command(args),
         "settings": {k: getattr(args, k) for k in ("queries", "adds", "real", "skip_add_latency",
-                                                   "timeout")},
+                                                   "timeout", "sleep")},
         "config": "Memory(path) defaults: embedding cache on, access tracking on, hybrid "
                   "dense+BM25 with diffusion, k=10",
         **started, "machine": machine_info(),
@@ -193,6 +204,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--embedder", default="minilm", help="minilm (default) or hash (tests only)")
     p.add_argument("--home", default=None, help="keep the stores under this directory")
     p.add_argument("--skip-add-latency", action="store_true", help="do not time single adds")
+    p.add_argument("--sleep", action="store_true",
+                   help="also time one sleep cycle, searching beside it the whole time")
     p.add_argument("--timeout", type=int, default=1800,
                    help="seconds per size before it is reported as skipped (default 1800)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",

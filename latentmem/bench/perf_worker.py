@@ -158,6 +158,34 @@ def _searches(m: Any, embedder: Any, texts: Texts, out: dict[str, Any]) -> None:
     out["query_words_mean"] = float(np.mean([len(q.split()) for q in texts.queries]))
 
 
+def _sleep_cycle(m: Any, texts: Texts, out: dict[str, Any]) -> None:
+    """One full sleep cycle in a background thread while this thread keeps searching
+    (query embedding included): how long the cycle takes, and what searches see
+    meanwhile. A search slower than usual by tens of ms means it waited on the cycle."""
+    import threading
+
+    report: list[Any] = []
+    thread = threading.Thread(target=lambda: report.append(m.sleep()), name="bench-sleep")
+    during: list[float] = []
+    t0 = time.perf_counter()
+    thread.start()
+    i = 0
+    while thread.is_alive():
+        q = texts.queries[i % len(texts.queries)]
+        t = time.perf_counter()
+        m.search(q, user_id=USER, k=10, track_access=False)
+        during.append((time.perf_counter() - t) * 1e3)
+        i += 1
+    thread.join()
+    out["sleep_seconds"] = time.perf_counter() - t0
+    out["sleep_phases"] = report[0].to_dict()["phases"] if report else None
+    out["search_during_sleep_n"] = len(during)
+    if during:
+        out["search_during_sleep_ms_p50"] = pct(during, 50)
+        out["search_during_sleep_ms_p95"] = pct(during, 95)
+        out["search_during_sleep_ms_max"] = max(during)
+
+
 def _disk(store_dir: Path, records: int, out: dict[str, Any]) -> None:
     files = {p.name: p.stat().st_size for p in store_dir.iterdir() if p.is_file()}
     out["disk_files"] = files
@@ -178,7 +206,7 @@ def _disk(store_dir: Path, records: int, out: dict[str, Any]) -> None:
 
 
 def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200, adds: int = 100,
-            real: int = 2000, skip_add_latency: bool = False) -> dict[str, Any]:
+            real: int = 2000, skip_add_latency: bool = False, sleep: bool = False) -> dict[str, Any]:
     from latentmem.encode.base import get_embedder
     from latentmem.memory import Memory
 
@@ -231,6 +259,10 @@ def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200
         _searches(m, base, texts, out)
         peaks["search"] = peak_rss_mb()
         out["other_processes_cpu_share"] = cpu.stop()
+        if sleep:
+            phase("sleep cycle beside searches")
+            _sleep_cycle(m, texts, out)
+            peaks["sleep"] = peak_rss_mb()
         phase("flush")
         out["records"] = m.stats()["records"]
         t = time.perf_counter()

@@ -47,6 +47,7 @@ _STOP = frozenset(
     "a an and are as at be but by for from has have he her his i in is it its me my of on or "
     "our she so that the their them they this to was we were will with you your".split()
 )
+STOPWORDS = _STOP  # public name for other modules
 
 TITLE_CHARS = 60
 SUMMARY_CHARS = 240

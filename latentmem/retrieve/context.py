@@ -30,7 +30,12 @@ _WIDEST_REF = 9999
 def _body(ref: int, hit: Hit) -> str:
     rec = hit.record
     who = f"{rec.speaker}: " if rec.speaker else ""
-    body = rec.text if rec.text is not None else f"(reconstructed) {rec.summary}"
+    if rec.text is not None:
+        body = rec.text
+    elif rec.summary:
+        body = f"(reconstructed) {rec.summary}"
+    else:  # lossy and no inverter: say so rather than show nothing
+        body = "(text not kept)"
     return f"[{ref}] {who}{body}"
 
 

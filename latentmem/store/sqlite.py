@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from latentmem.errors import ConflictError, NotFoundError, StoreError
+from latentmem.inputs import index_text_for
+from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.migrate import migrate
 from latentmem.types import Edge, Record, from_ts, to_ts
 
@@ -34,8 +36,14 @@ _COLUMNS = (
     "superseded_by, importance, access_count, last_accessed_at, strength, sources, "
     "content_hash, vector"
 )
-_SELECT = "SELECT rowid, " + _COLUMNS.replace(", vector", "") + " FROM records"
-_SELECT_V = "SELECT rowid, " + _COLUMNS + " FROM records"
+# index_text and summary are stored only when they differ from what is derived from the
+# text (NULL otherwise, migration 006): index_text's derivation is SQL, as in the full-text
+# triggers, and must stay equal to inputs.index_text_for; summary's is _plain.
+_INDEX_TEXT = ("coalesce(index_text, CASE WHEN speaker IS NOT NULL AND speaker <> '' "
+               "THEN speaker || ': ' || coalesce(text, '') ELSE coalesce(text, '') END)")
+_READ = _COLUMNS.replace("index_text", _INDEX_TEXT, 1)
+_SELECT = "SELECT rowid, " + _READ.replace(", vector", "") + " FROM records"
+_SELECT_V = "SELECT rowid, " + _READ + " FROM records"
 _FTS_TERM = re.compile(r"\w+", re.UNICODE)
 # How many postings one BM25 query may score (see SQLiteStore._affordable_terms).
 BM25_POSTINGS = 5_000
@@ -116,8 +124,21 @@ class StoredRow:
     index_text: str
 
 
-def _vector_bytes(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+def _plain(text: str | None) -> str:
+    """A summary stored as NULL: the text with its whitespace collapsed, which is what
+    segment.derive_summary gives for the usual short memory. (Re-running derive_summary on
+    read would cost up to 0.25 ms a row, and a context reads a hundred.)"""
+    return " ".join(text.split()) if text else ""
+
+
+def _unless_derived(value: str | None, derived: str) -> str | None:
+    """What to store for a derivable field: NULL when it is what would be derived."""
+    return None if value == derived else value
+
+
+# History events that record a text written to the memory; they store NULL when it is the
+# text the memory held next (see SQLiteStore.history).
+_TEXT_EVENTS = frozenset({"ADD", "IMPORT", "MERGE", "RESTORE", "UPDATE"})
 
 
 class SQLiteStore:
@@ -138,7 +159,12 @@ class SQLiteStore:
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.conn.execute("PRAGMA cache_size=-65536")  # 64 MB of page cache
+            # Freed pages are zeroed: a deleted memory's text must not linger in the file.
+            self.conn.execute("PRAGMA secure_delete=ON")
+            # Used by a trigger (migration 006) that keeps the summary when the text goes.
+            self.conn.create_function("latentmem_plain", 1, _plain, deterministic=True)
             self.schema_version = migrate(self.conn)
+            self._codec: VectorCodec | None = None
             # Per-connection helpers in the temp schema (nothing written to the file):
             # the document frequency of each indexed term, and a scratch FTS table with the
             # same tokenizer, which tells what a query word stems to.
@@ -185,7 +211,7 @@ class SQLiteStore:
     def vector_epoch(self) -> int:
         return int(self.get_meta("vector_epoch") or 0)
 
-    def _bump_epoch(self, conn: sqlite3.Connection) -> None:
+    def bump_epoch(self, conn: sqlite3.Connection) -> None:
         conn.execute(
             "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
             "WHERE key = 'vector_epoch'"
@@ -205,6 +231,97 @@ class SQLiteStore:
                 f"store {self.path} holds vectors from embedder {stored_name!r} ({stored_dim}-d); "
                 f"it cannot be used with {name!r} ({dim}-d)"
             )
+
+    def bind_vector_tier(self, tier: str | None, dim: int) -> VectorCodec:
+        """Record the vector tier on first use (fp32 unless ``tier`` says otherwise); refuse
+        another one afterwards. A store from before tiers holds fp32 vectors."""
+        stored = self.get_meta("vector_tier")
+        if stored is None:
+            stored = check_tier(tier) if tier is not None and self.count() == 0 else DEFAULT_TIER
+            if tier is None or tier == stored:
+                self.set_meta("vector_tier", stored)
+        if tier is not None and check_tier(tier) != stored:
+            raise ConflictError(
+                f"store {self.path} keeps its vectors as {stored}; it cannot be opened with "
+                f"vector_tier={tier!r} (leave vector_tier unset, or convert the store with "
+                f"Memory.convert_vectors({tier!r}))"
+            )
+        self._codec = VectorCodec(stored, dim, self._codebook())
+        return self._codec
+
+    def _codebook(self) -> bytes | None:
+        with self.lock:
+            row = self.conn.execute("SELECT data FROM vector_codebook WHERE name = 'pq'").fetchone()
+        return None if row is None else bytes(row[0])
+
+    @property
+    def codec(self) -> VectorCodec:
+        """How this store's vectors are kept (latentmem/store/codec.py)."""
+        codec = self._codec
+        if codec is None:
+            dim = self.get_meta("dim")
+            if dim is None:
+                raise StoreError(f"store {self.path} has no embedder yet; bind one first")
+            codec = self._codec = VectorCodec(self.get_meta("vector_tier") or DEFAULT_TIER,
+                                              int(dim), self._codebook())
+        elif codec.tier == "pq" and codec.pq is None:
+            book = self._codebook()  # another process may have trained it
+            if book is not None:
+                codec.load_codebook(book)
+        return codec
+
+    def _maybe_train(self) -> None:
+        """Train a pq store's codebook once it holds enough vectors, and re-encode the
+        vectors written before (fp16) with it. Never inside a caller's transaction: the
+        codebook must not outlive a rollback."""
+        codec = self.codec
+        if self.conn.in_transaction or not codec.needs_training(self._rows()):
+            return
+        with self.transaction() as conn:
+            if self._codebook() is not None:  # another process was first
+                book = self._codebook()
+            else:
+                rows = conn.execute("SELECT rowid, vector FROM records").fetchall()
+                fresh = VectorCodec(codec.tier, codec.dim)
+                vectors = codec.decode_many([r[1] for r in rows])
+                book = fresh.train(vectors)
+                conn.execute("INSERT INTO vector_codebook(name, data) VALUES ('pq', ?)", (book,))
+                conn.executemany("UPDATE records SET vector = ? WHERE rowid = ?",
+                                 zip(fresh.encode(vectors, "pq"), (r[0] for r in rows),
+                                     strict=True))
+                self.bump_epoch(conn)
+        assert book is not None
+        codec.load_codebook(book)
+        # The re-encoded rows shrank in place and left their pages part empty (LoCoMo
+        # conv-26: 2.3 KB per memory as written, 1.8 KB after VACUUM). A store this young
+        # is small, so compacting it now is quick; a busy one is left for the optimiser.
+        if self._rows() <= PQ_TRAIN_MAX:
+            try:
+                with self.lock:
+                    self.conn.execute("VACUUM")
+            except sqlite3.OperationalError:
+                pass
+
+    def convert_vectors(self, tier: str) -> int:
+        """Re-encode every vector into ``tier`` and make it the store's tier. Lossy towards
+        smaller tiers; converting back does not bring the precision back. Returns the
+        number of vectors re-encoded."""
+        check_tier(tier)
+        codec = self.codec
+        fresh = VectorCodec(tier, codec.dim, self._codebook())
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT rowid, vector FROM records").fetchall()
+            vectors = codec.decode_many([r[1] for r in rows])
+            if fresh.needs_training(len(rows)):
+                book = fresh.train(vectors)
+                conn.execute("INSERT INTO vector_codebook(name, data) VALUES ('pq', ?)", (book,))
+            conn.executemany("UPDATE records SET vector = ? WHERE rowid = ?",
+                             zip(fresh.encode(vectors), (r[0] for r in rows), strict=True))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('vector_tier', ?)",
+                         (tier,))
+            self.bump_epoch(conn)
+        self._codec = fresh
+        return len(rows)
 
     # -- writes ---------------------------------------------------------------
 
@@ -237,11 +354,13 @@ class SQLiteStore:
                 conn.execute(
                     "INSERT INTO history(record_id, event, old_text, new_text, at) "
                     "VALUES (?, ?, NULL, ?, ?)",
-                    (record.id, history_event, record.text, now),
+                    (record.id, history_event,
+                     None if history_event in _TEXT_EVENTS else record.text, now),
                 )
             self._insert_edges(conn, edges)
             if rows:
-                self._bump_epoch(conn)
+                self.bump_epoch(conn)
+        self._maybe_train()
         return rowids
 
     def _insert_record(self, conn: sqlite3.Connection, r: Record, index_text: str) -> int:
@@ -251,19 +370,18 @@ class SQLiteStore:
                 f"INSERT INTO records({_COLUMNS}) VALUES ({','.join('?' * 26)})",
                 (
                     r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
-                    index_text, r.title, r.type, r.summary, json.dumps(r.metadata),
+                    _unless_derived(index_text, index_text_for(r.text or "", r.speaker)),
+                    r.title, r.type, _unless_derived(r.summary, _plain(r.text)),
+                    json.dumps(r.metadata),
                     r.role, r.speaker, to_ts(r.event_time), to_ts(r.created_at),
                     to_ts(r.updated_at), to_ts(r.valid_to), r.superseded_by, r.importance,
                     r.access_count, to_ts(r.last_accessed_at), r.strength,
-                    json.dumps(r.sources), r.content_hash, _vector_bytes(r.vector),
+                    json.dumps(r.sources), r.content_hash, self.codec.encode_one(r.vector),
                 ),
             )
         except sqlite3.IntegrityError as exc:
             raise ConflictError(f"a record with id {r.id!r} already exists") from exc
-        rowid = int(cur.lastrowid or 0)
-        conn.execute(
-            "INSERT INTO records_fts(rowid, index_text) VALUES (?, ?)", (rowid, index_text)
-        )
+        rowid = int(cur.lastrowid or 0)  # its full-text row comes from a trigger (006)
         self._mention(conn, r, rowid)
         return rowid
 
@@ -333,33 +451,32 @@ class SQLiteStore:
                 if key in sets:
                     sets[key] = to_ts(sets[key])
             sets["updated_at"] = time.time()
+            text = changes.get("text", old.record.text)
+            if "summary" in sets:
+                sets["summary"] = _unless_derived(sets["summary"], _plain(text))
             if index_text is not None:
-                sets["index_text"] = index_text
+                sets["index_text"] = _unless_derived(
+                    index_text, index_text_for(text or "", old.record.speaker))
             if vector is not None:
-                sets["vector"] = _vector_bytes(vector)
+                sets["vector"] = self.codec.encode_one(vector)
             assignments = ", ".join(f"{k} = ?" for k in sets)
+            # The full-text row follows by trigger (006).
             conn.execute(
                 f"UPDATE records SET {assignments} WHERE rowid = ?", [*sets.values(), old.rowid]
             )
-            if index_text is not None:
-                conn.execute("DELETE FROM records_fts WHERE rowid = ?", (old.rowid,))
-                conn.execute(
-                    "INSERT INTO records_fts(rowid, index_text) VALUES (?, ?)",
-                    (old.rowid, index_text),
-                )
             if "text" in changes:
                 conn.execute("DELETE FROM entity_mentions WHERE rowid_ = ?", (old.rowid,))
                 conn.execute("DELETE FROM edges WHERE dst = ? AND type = 'entity'", (record_id,))
                 self._mention(conn, replace(old.record, text=changes["text"]), old.rowid)
             if vector is not None:
-                self._bump_epoch(conn)
+                self.bump_epoch(conn)
             conn.execute(
                 "INSERT INTO history(record_id, event, old_text, new_text, at, detail) "
                 "VALUES (?, 'UPDATE', ?, ?, ?, ?)",
                 (
                     record_id,
-                    old.record.text,
-                    changes.get("text", old.record.text),
+                    old.record.text if text != old.record.text else None,
+                    text if text != old.record.text else None,
                     time.time(),
                     json.dumps(sorted(changes)),
                 ),
@@ -374,8 +491,7 @@ class SQLiteStore:
             for row in rows:
                 rid = row.record.id
                 conn.execute("DELETE FROM records WHERE rowid = ?", (row.rowid,))
-                conn.execute("DELETE FROM records_fts WHERE rowid = ?", (row.rowid,))
-                conn.execute("DELETE FROM entity_mentions WHERE rowid_ = ?", (row.rowid,))
+                self.drop_text(conn, row.rowid)
                 conn.execute("DELETE FROM edges WHERE src = ? OR dst = ?", (rid, rid))
                 conn.execute(
                     "UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id = ?",
@@ -385,10 +501,13 @@ class SQLiteStore:
                     "INSERT INTO history(record_id, event, at) VALUES (?, 'DELETE', ?)", (rid, now)
                 )
             if rows:
-                self._bump_epoch(conn)
+                self.bump_epoch(conn)
         return rows
 
-    def touch(self, rowids: Sequence[int], when: float | None = None) -> None:
+    def touch(self, rowids: Sequence[int], when: float | None = None,
+              user_id: str | None = None) -> None:
+        """Count an access of each memory; with ``user_id``, also log the search's results
+        together (``accesses``: what preloading learns co-access from)."""
         if not rowids:
             return
         when = time.time() if when is None else when
@@ -398,6 +517,54 @@ class SQLiteStore:
                 "WHERE rowid = ?",
                 [(when, r) for r in rowids],
             )
+            if user_id is not None:
+                conn.execute("INSERT INTO accesses(at, user_id, rowids) VALUES (?, ?, ?)",
+                             (when, user_id, json.dumps([int(r) for r in rowids])))
+
+    def drop_text(self, conn: sqlite3.Connection, rowid: int) -> None:
+        """Remove a memory's words from every text index (full text, entity mentions),
+        inside the caller's transaction. The records row itself is the caller's. Marks
+        the full-text index for a purging merge (see ``purge_fts``)."""
+        # The index reads records (006): a row it no longer holds must not be deleted again.
+        conn.execute(
+            "INSERT INTO records_fts(records_fts, rowid, index_text) SELECT 'delete', rowid, "
+            "index_text FROM records_indexed WHERE rowid = ? AND EXISTS "
+            "(SELECT 1 FROM records_fts_docsize WHERE id = ?)", (rowid, rowid))
+        conn.execute("DELETE FROM entity_mentions WHERE rowid_ = ?", (rowid,))
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fts_dirty', '1')")
+
+    def restore_text(self, conn: sqlite3.Connection, record: Record, rowid: int,
+                     index_text: str) -> None:
+        """Give a lossy memory its text (``record.text``, title, summary) back, indexed."""
+        text = record.text or ""
+        conn.execute(
+            "UPDATE records SET text = ?, index_text = ?, title = ?, summary = ?, updated_at = ? "
+            "WHERE rowid = ?",
+            (record.text, _unless_derived(index_text, index_text_for(text, record.speaker)),
+             record.title, _unless_derived(record.summary, _plain(text)), time.time(), rowid))
+        self.reindex_text(conn, record, rowid)
+
+    def reindex_text(self, conn: sqlite3.Connection, record: Record, rowid: int) -> None:
+        """Index a memory's words again (the inverse of ``drop_text``)."""
+        self.drop_text(conn, rowid)
+        # The index must hold exactly what it reads back from records (external content).
+        conn.execute("INSERT INTO records_fts(rowid, index_text) SELECT rowid, index_text "
+                     "FROM records_indexed WHERE rowid = ?", (rowid,))
+        self._mention(conn, record, rowid)
+
+    def decode_vectors(self, blobs: Sequence[bytes]) -> np.ndarray:
+        """Stored vector blobs (of any tier) -> an (n, dim) float32 matrix."""
+        if not blobs:
+            return np.zeros((0, 0), dtype=np.float32)
+        return self.codec.decode_many(blobs)
+
+    def purge_fts(self) -> None:
+        """Rewrite the full-text index into one segment. FTS5 (SQLite < 3.42 has no
+        secure-delete) keeps a deleted row's terms in old segments until they merge;
+        this merge is what makes a deletion leave no term behind."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
+            conn.execute("DELETE FROM meta WHERE key = 'fts_dirty'")
 
     # -- reads ----------------------------------------------------------------
 
@@ -412,7 +579,7 @@ class SQLiteStore:
             text=row[7],
             title=row[9],
             type=row[10],
-            summary=row[11],
+            summary=_plain(row[7]) if row[11] is None else row[11],
             metadata=json.loads(row[12]),
             role=row[13],
             speaker=row[14],
@@ -429,7 +596,7 @@ class SQLiteStore:
             content_hash=row[25],
         )
         if with_vector:
-            record.vector = np.frombuffer(row[26], dtype="<f4").astype(np.float32)
+            record.vector = self.codec.decode(row[26])
         return StoredRow(record=record, rowid=int(row[0]), index_text=row[8])
 
     def get_row(self, record_id: str, with_vector: bool = False) -> StoredRow:
@@ -448,9 +615,11 @@ class SQLiteStore:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
-                for r in self.conn.execute(f"{_LIGHT} WHERE {column} IN ({marks})", chunk):
+                rows = self.conn.execute(f"{_LIGHT} WHERE {column} IN ({marks})", chunk).fetchall()
+                vectors = self.codec.decode_many([r[9] for r in rows])
+                for r, vec in zip(rows, vectors, strict=True):
                     out.append(LightRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                        np.frombuffer(r[9], dtype="<f4"), r[10]))
+                                        vec, r[10]))
         return out
 
     def get_rows_by_id(self, ids: Sequence[str], with_vector: bool = False) -> list[StoredRow]:
@@ -561,10 +730,7 @@ class SQLiteStore:
                 by_user.setdefault(user, []).append((rowid, blob))
             for user, items in by_user.items():
                 ids = np.array([i for i, _ in items], dtype=np.int64)
-                vecs = np.frombuffer(b"".join(b for _, b in items), dtype="<f4").reshape(
-                    len(items), -1
-                )
-                yield user, ids, vecs.astype(np.float32)
+                yield user, ids, self.codec.decode_many([b for _, b in items])
 
     def bm25(self, query: str, scope: Scope, limit: int) -> list[tuple[int, float]]:
         """BM25 over the scope. Returns (rowid, score) with higher = better."""
@@ -599,9 +765,9 @@ class SQLiteStore:
                 [*params, *sessions],
             ).fetchall()
         sums: dict[str, np.ndarray] = {}
-        for sid, blob in rows:
-            vec = np.frombuffer(blob, dtype="<f4")
-            sums[sid] = sums[sid] + vec if sid in sums else vec.astype(np.float32)
+        vectors = self.codec.decode_many([r[1] for r in rows])
+        for (sid, _), vec in zip(rows, vectors, strict=True):
+            sums[sid] = sums[sid] + vec if sid in sums else vec.copy()
         return {sid: v / max(float(np.linalg.norm(v)), 1e-12) for sid, v in sums.items()}
 
     def index_texts(self, rowids: Sequence[int]) -> dict[int, str]:
@@ -610,7 +776,7 @@ class SQLiteStore:
         marks = ",".join("?" * len(rowids))
         with self.lock:
             rows = self.conn.execute(
-                f"SELECT rowid, index_text FROM records WHERE rowid IN ({marks})", list(rowids)
+                f"SELECT rowid, {_INDEX_TEXT} FROM records WHERE rowid IN ({marks})", list(rowids)
             ).fetchall()
         return {int(r): str(t) for r, t in rows}
 
@@ -726,16 +892,32 @@ class SQLiteStore:
                 "WHERE record_id = ? ORDER BY seq",
                 (record_id,),
             ).fetchall()
+            current = self.conn.execute("SELECT text FROM records WHERE id = ?",
+                                        (record_id,)).fetchone()
+        # Events that wrote the text the memory held next store NULL (006): walking back
+        # from the current text, each text-changing UPDATE tells the text before it.
+        after = current[0] if current else None
+        texts: list[tuple[str | None, str | None]] = []
+        for r in reversed(rows):
+            old, new = r[2], r[3]
+            if r[1] in ("DELETE", "DEMOTE"):  # they scrubbed every text before them
+                after = None
+            elif old is None and new is None and r[1] in _TEXT_EVENTS:
+                old, new = (after, after) if r[1] == "UPDATE" else (None, after)
+            elif old is not None:
+                after = old
+            texts.append((old, new))
+        texts.reverse()
         return [
             {
                 "seq": r[0],
                 "event": r[1],
-                "old_text": r[2],
-                "new_text": r[3],
+                "old_text": old,
+                "new_text": new,
                 "at": from_ts(r[4]),
                 "detail": json.loads(r[5]),
             }
-            for r in rows
+            for r, (old, new) in zip(rows, texts, strict=True)
         ]
 
     def users(self) -> list[tuple[str, int]]:
@@ -756,6 +938,62 @@ class SQLiteStore:
     def checkpoint(self) -> None:
         with self.lock:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- the importance controller (latentmem/lifecycle/controller.py) ----------------
+
+    def previous_vectors(self, user_id: str, session_id: str | None, before_rowid: int | None,
+                         limit: int) -> np.ndarray:
+        """The vectors of the ``limit`` latest memories of a user's session (session-less
+        memories form one), oldest first; with ``before_rowid``, those stored before it."""
+        sql = "SELECT vector FROM records WHERE user_id = ? AND session_id IS ?"
+        params: list[Any] = [user_id, session_id]
+        if before_rowid is not None:
+            sql += " AND rowid < ?"
+            params.append(before_rowid)
+        with self.lock:
+            rows = self.conn.execute(sql + " ORDER BY rowid DESC LIMIT ?",
+                                     [*params, limit]).fetchall()
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return self.codec.decode_many([r[0] for r in reversed(rows)])
+
+    def set_importance(self, items: Sequence[tuple[int, float]]) -> None:
+        """Set ``records.importance`` by rowid (no history event: it is derived, not said)."""
+        if not items:
+            return
+        with self.transaction() as conn:
+            conn.executemany("UPDATE records SET importance = ? WHERE rowid = ?",
+                             [(float(v), int(r)) for r, v in items])
+
+    def add_feedback(self, items: Sequence[tuple[str, str, bool, str]], at: float) -> None:
+        """Log feedback events: (record id, user id, useful, source)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO feedback(record_id, user_id, useful, source, at) VALUES (?, ?, ?, ?, ?)",
+                [(rid, user, int(useful), source, at) for rid, user, useful, source in items])
+
+    def feedback_counts(self, record_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(events, useful events) of explicit feedback per memory that has any."""
+        out: dict[str, tuple[int, int]] = {}
+        with self.lock:
+            for start in range(0, len(record_ids), 500):
+                chunk = list(record_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for rid, n, useful in self.conn.execute(
+                    "SELECT record_id, count(*), sum(useful) FROM feedback WHERE source = "
+                    f"'explicit' AND record_id IN ({marks}) GROUP BY record_id", chunk):
+                    out[str(rid)] = (int(n), int(useful))
+        return out
+
+    def save_model(self, name: str, state_json: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO models(name, state, updated_at) VALUES (?, ?, ?)",
+                         (name, state_json, time.time()))
+
+    def load_model(self, name: str) -> str | None:
+        with self.lock:
+            row = self.conn.execute("SELECT state FROM models WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
 
 
 # Words that carry no retrieval signal in a question; removed from BM25 queries only.

@@ -1,0 +1,275 @@
+"""``latentmem bench storage``: bytes per memory against plain RAG, and what they cost.
+
+Each configuration (a vector tier, or a tier plus lifecycle steps) ingests every LoCoMo
+conversation into a fresh store, exactly as ``bench locomo`` does, then reports:
+
+* bytes per memory: the store on disk (``memory.db`` after a WAL checkpoint, plus the
+  index file where the tier keeps one) over the turns ingested; also after ``VACUUM``,
+  and by SQLite object (``dbstat``). The embedding cache is a separate file here, as in
+  every bench; a store that keeps its cache inside adds a full fp32 vector per text.
+* plain RAG: what a store of the same turns as UTF-8 text plus one fp32 vector each
+  would take (``len(text.encode()) + 4 * dim``), and the ratio to it;
+* LoCoMo recall@10 and context recall at the budget, scored by ``bench locomo``'s own
+  functions (runner.score_question), categories 1-4;
+* the accuracy bound: overlap of the engine's dense top 10 (its index proposing, the
+  stored vectors rescoring) with the exact fp32 top 10 over the same turns.
+
+A configuration is a name, config settings and an optional step run after ingest
+(``Variant``); ``variants`` lists them, so a lifecycle row is one more entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentmem.bench import metrics as M
+from latentmem.bench.report import stamp, table
+from latentmem.bench.runner import QuestionResult, Unit, aggregate, score_question
+from latentmem.bench.systems import BenchSetup, LatentMemSystem
+from latentmem.errors import InvalidInputError
+from latentmem.memory import INDEX_FILE, Memory
+from latentmem.store.codec import TIERS
+from latentmem.store.sqlite import Scope
+
+USER = "bench"  # LatentMemSystem's user
+KS = (1, 5, 10, 20)
+SEARCH_K = 50  # as bench locomo: max(max(k), 50)
+DENSE_K = 10
+# The lifecycle row demotes this share of each store's memories, lowest importance first.
+DEMOTE_SHARE = 0.5
+
+
+@dataclass
+class Variant:
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    after_ingest: Callable[[Memory], None] | None = None
+
+
+def consolidate_and_demote(memory: Memory) -> None:
+    """One consolidation pass, then the lowest-importance ``DEMOTE_SHARE`` made lossy."""
+    memory.sleep(phases=("consolidate",))
+    rows = memory.store.list_rows(Scope(USER))
+    rows = [r for r in rows if r.record.text is not None]
+    rows.sort(key=lambda r: (r.record.importance, r.rowid))
+    doomed = [r.record.id for r in rows[: int(len(rows) * DEMOTE_SHARE)]]
+    if doomed:
+        memory.demote(doomed, user_id=USER)
+
+
+def variants(tiers: list[str], lifecycle: bool = True) -> list[Variant]:
+    out = [Variant(f"{t} (default)" if t == "fp32" else t, {"vector_tier": t}) for t in tiers]
+    if lifecycle and hasattr(Memory, "sleep") and hasattr(Memory, "demote"):
+        out.append(Variant(f"pq + consolidate + demote {DEMOTE_SHARE:.0%}",
+                           {"vector_tier": "pq"}, consolidate_and_demote))
+    return out
+
+
+def _tiers(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [n for n in names if n not in TIERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown tiers {bad}; expected some of {list(TIERS)}")
+    return names
+
+
+def disk(memory: Memory) -> dict[str, Any]:
+    """Bytes on disk now: the database (WAL checkpointed first) and the index file, and
+    the database by SQLite object."""
+    memory.flush()
+    memory.store.checkpoint()
+    db = memory.store.file_bytes()
+    index_path = memory.home / INDEX_FILE
+    index = index_path.stat().st_size if index_path.exists() else 0
+    try:
+        with memory.store.lock:
+            rows = memory.store.conn.execute(
+                "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+        objects: dict[str, int] | None = {str(n): int(s) for n, s in rows}
+    except sqlite3.Error:  # SQLite built without dbstat
+        objects = None
+    return {"db": db, "index": index, "total": db + index, "objects": objects}
+
+
+def vacuum(memory: Memory) -> None:
+    with memory.store.lock:
+        memory.store.conn.execute("VACUUM")
+    memory.store.checkpoint()
+
+
+def _keys(id_key: dict[str, str], hits: list[Any]) -> list[str]:
+    """Turn keys of the hits; a merged memory stands for its sources' turns."""
+    out: list[str] = []
+    for hit in hits:
+        rec = hit.record
+        key = rec.metadata.get("key")
+        found = [key] if key else [id_key[s] for s in rec.sources if s in id_key]
+        out.extend(k for k in found if k not in out)
+    return out
+
+
+def dense_overlap(memory: Memory, qvec: np.ndarray, exact_keys: list[str],
+                  rowid_key: dict[int, str]) -> float:
+    """Overlap of the engine's dense top 10 (index candidates, rescored by the stored
+    vectors, as hybrid retrieval does) with the exact fp32 top 10."""
+    ids, _ = memory.index.search(USER, qvec, memory.config.candidates)
+    rows = memory.store.light_rows("rowid", [int(i) for i in ids])
+    rows.sort(key=lambda r: -float(r.vector @ qvec))
+    got = {rowid_key[r.rowid] for r in rows[:DENSE_K] if r.rowid in rowid_key}
+    return len(got & set(exact_keys)) / len(exact_keys) if exact_keys else 1.0
+
+
+def run_unit(unit: Unit, setup: BenchSetup, variant: Variant, exact: Any, budget: int
+             ) -> dict[str, Any]:
+    system = LatentMemSystem(setup, **variant.settings)
+    memory = system.memory
+    try:
+        turns = system.ingest(unit.sessions)
+        all_rows = memory.store.list_rows(Scope(USER))
+        id_key = {r.record.id: r.record.metadata["key"] for r in all_rows}
+        texts = [t for s in unit.sessions for t in s.turns]
+        keys = [t.key for t in texts]
+        vectors = exact.embed_batch([t.indexed for t in texts])
+        rag = sum(len(t.text.encode("utf-8")) for t in texts) + 4 * memory.dim * len(texts)
+        if variant.after_ingest is not None:
+            variant.after_ingest(memory)
+        rowid_key = {r.rowid: id_key[r.record.id] for r in memory.store.list_rows(Scope(USER))
+                     if r.record.id in id_key}
+        written = disk(memory)
+        vacuum(memory)
+        vacuumed = disk(memory)
+        scored: list[dict[str, float]] = []
+        overlap: list[float] = []
+        search_ms: list[float] = []
+        for q in unit.questions:
+            t0 = time.perf_counter()
+            hits = memory.search(q.text, user_id=USER, k=SEARCH_K, track_access=False)
+            t1 = time.perf_counter()
+            ctx = system.context(q.text, budget)
+            t2 = time.perf_counter()
+            search_ms.append((t1 - t0) * 1e3)
+            if q.apart:
+                continue
+            ranked = _keys(id_key, hits)
+            scored.append(score_question(
+                QuestionResult(q, ranked, ctx, (t1 - t0) * 1e3, (t2 - t1) * 1e3), KS))
+            qvec = exact.embed_batch([q.text])[0]
+            top = np.argsort(-(vectors @ qvec), kind="stable")[:DENSE_K]
+            overlap.append(dense_overlap(memory, qvec, [keys[i] for i in top], rowid_key))
+        return {"turns": turns, "records": memory.store.count(), "rag_bytes": rag,
+                "written": written, "vacuumed": vacuumed, "scored": scored,
+                "overlap": overlap, "search_ms": search_ms,
+                "vector_tier": memory.store.codec.tier}
+    finally:
+        system.close()
+
+
+def summarise(name: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    turns = sum(p["turns"] for p in parts)
+    rag = sum(p["rag_bytes"] for p in parts)
+    written = sum(p["written"]["total"] for p in parts)
+    vacuumed = sum(p["vacuumed"]["total"] for p in parts)
+    objects: dict[str, float] = defaultdict(float)
+    for p in parts:
+        for obj, size in (p["vacuumed"]["objects"] or {}).items():
+            objects[obj] += size / turns
+    objects["(index file)"] = sum(p["vacuumed"]["index"] for p in parts) / turns
+    quality = aggregate([s for p in parts for s in p["scored"]])
+    return {
+        "name": name,
+        "turns": turns,
+        "records": sum(p["records"] for p in parts),
+        "bytes_per_memory": round(written / turns, 1),
+        "bytes_per_memory_vacuumed": round(vacuumed / turns, 1),
+        "rag_bytes_per_memory": round(rag / turns, 1),
+        "ratio_to_rag": round(written / rag, 3),
+        "ratio_to_rag_vacuumed": round(vacuumed / rag, 3),
+        "recall@10": quality.get("recall@10"),
+        "context_recall": quality.get("context_recall"),
+        "quality": quality,
+        "dense_top10_overlap": round(M.mean([x for p in parts for x in p["overlap"]]), 4),
+        "dense_top10_overlap_min_conversation": round(
+            min(M.mean(p["overlap"]) for p in parts), 4),
+        "search_ms_p50": round(M.percentile([x for p in parts for x in p["search_ms"]], 50), 2),
+        "bytes_per_memory_by_object": {k: round(v, 1) for k, v in
+                                       sorted(objects.items(), key=lambda kv: -kv[1]) if v},
+    }
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from latentmem.bench.cli import _setup, prewarm
+    from latentmem.bench.locomo import load_locomo
+    from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
+
+    convs = [c.strip() for c in args.conversations.split(",")] if args.conversations else None
+    units = load_locomo(args.data, convs)
+    if not units:
+        raise InvalidInputError(f"{args.data}: no conversations")
+    started = stamp()
+    setup = _setup(args)
+    prewarm(setup, units, args.quiet)
+    cache = EmbeddingCache.open(setup.cache_path)
+    exact = CachedEmbedder(setup.embedder, cache)
+    results: list[dict[str, Any]] = []
+    try:
+        for variant in variants(args.tiers, args.lifecycle):
+            print(f"{variant.name} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            parts = [run_unit(u, setup, variant, exact, args.budget) for u in units]
+            summary = summarise(variant.name, parts)
+            summary["settings"] = variant.settings
+            summary["seconds"] = round(time.perf_counter() - t0, 1)
+            results.append(summary)
+    finally:
+        cache.conn.close()
+    base = results[0]
+    for r in results:
+        if r["recall@10"] is not None and base["recall@10"] is not None:
+            r["recall@10_delta"] = round(r["recall@10"] - base["recall@10"], 4)
+    out = {"benchmark": "storage", "data": str(args.data), "conversations": [u.name for u in units],
+           "budget_tokens": args.budget, "embedder": setup.embedder.name,
+           "settings": setup.settings, "configurations": results, **started}
+    rows = [[r["name"], r["bytes_per_memory"], r["bytes_per_memory_vacuumed"],
+             r["rag_bytes_per_memory"], r["ratio_to_rag"], r["recall@10"],
+             r.get("recall@10_delta"), r["context_recall"], r["dense_top10_overlap"],
+             r["search_ms_p50"]] for r in results]
+    print(table(rows, ["configuration", "bytes/memory", "vacuumed", "plain RAG", "ratio",
+                       "R@10", "dR@10", f"ctx@{args.budget}", "dense top-10 overlap",
+                       "search p50 ms"]))
+    objects = sorted({k for r in results for k in list(r["bytes_per_memory_by_object"])[:8]})
+    print("\nbytes per memory by object (after VACUUM):")
+    print(table([[o, *[r["bytes_per_memory_by_object"].get(o) for r in results]] for o in objects],
+                ["object", *[r["name"] for r in results]]))
+    print(f"\n{sum(len(u.questions) for u in units)} questions in {len(units)} conversations; "
+          f"commit {out['commit']}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    from latentmem.bench.cli import engine_args
+
+    p = subparsers.add_parser("storage", help="bytes per memory by storage tier, and the recall "
+                                              "they keep, on LoCoMo")
+    p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
+    p.add_argument("--conversations", default=None, help="e.g. conv-26,conv-30 (default: all)")
+    p.add_argument("--tiers", type=_tiers, default=list(TIERS),
+                   help=f"comma-separated, first is the baseline (default {','.join(TIERS)})")
+    p.add_argument("--lifecycle", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the consolidate + demote row (default: on)")
+    p.add_argument("--budget", type=int, default=1000, help="context budget in tokens")
+    engine_args(p)
+    p.set_defaults(func=run_cli)

@@ -1,0 +1,123 @@
+"""Sleep cycles: consolidate, forget, preload, optimise, in that order, journaled.
+
+``run_cycle`` is one pass with a time budget (seconds); each phase checks the
+deadline between small steps and says where it stopped, and the next cycle
+carries on (consolidation keeps a watermark; forgetting recomputes). Heavy reads
+and all similarity search use a separate read-only connection and no lock; each
+write is a short transaction (hundreds of rows at most), so searches interleave
+with a cycle instead of waiting for it.
+
+A cycle is safe to kill at any point: each action is one transaction that also
+journals it, and the vector index is a cache rebuilt from SQLite when stale.
+
+``Sleeper`` runs cycles in a daemon thread every ``every`` seconds (the server and
+``latentmem sleep --every``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from latentmem.errors import InvalidInputError
+from latentmem.ids import new_id
+from latentmem.lifecycle import consolidate, forget, journal, optimise, preload
+
+if TYPE_CHECKING:
+    from latentmem.memory import Memory
+
+PHASES = ("consolidate", "forget", "preload", "optimise")
+
+
+@dataclass
+class SleepReport:
+    cycle: str
+    seconds: float
+    phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        parts = []
+        for name, rep in self.phases.items():
+            shown = {k: v for k, v in rep.items() if not k.endswith("_ms") and k != "budget"}
+            parts.append(f"{name} " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        return f"cycle {self.cycle} in {self.seconds:.2f}s: " + "; ".join(parts)
+
+
+def reader(mem: Memory) -> sqlite3.Connection:
+    """A read-only connection of its own: long scans take no lock of the store's."""
+    conn = sqlite3.connect(f"file:{mem.store.path}?mode=ro", uri=True, timeout=30.0,
+                           check_same_thread=False)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def run_cycle(mem: Memory, budget: float | None = None,
+              phases: tuple[str, ...] = PHASES, now: float | None = None) -> SleepReport:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
+                               or budget <= 0):
+        raise InvalidInputError(f"budget must be a positive number of seconds, found {budget!r}")
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        raise InvalidInputError(f"unknown sleep phases {unknown}; expected some of {list(PHASES)}")
+    mem.settle()  # the access counts of searches so far count in this cycle
+    t0 = time.perf_counter()
+    deadline = t0 + (budget if budget is not None else float("inf"))
+    cycle = "c-" + new_id()
+    report = SleepReport(cycle=cycle, seconds=0.0)
+    conn = reader(mem)
+    try:
+        for name in PHASES:
+            if name not in phases:
+                continue
+            t = time.perf_counter()
+            if name == "consolidate":
+                rep = consolidate.run(mem, conn, deadline, cycle) if mem.config.consolidate else {}
+            elif name == "forget":
+                rep = forget.run(mem, conn, deadline, cycle, now)
+            elif name == "preload":
+                rep = preload.run(mem, deadline)
+            else:
+                rep = optimise.run(mem, deadline)
+            rep["ms"] = round((time.perf_counter() - t) * 1e3, 1)
+            report.phases[name] = rep
+            conn.rollback()  # end the read snapshot: the next phase sees this one's writes
+    finally:
+        conn.close()
+    report.seconds = round(time.perf_counter() - t0, 3)
+    with mem.store.transaction() as wconn:
+        journal.log(wconn, "sleep", None, None, report.summary(), cycle=cycle)
+    return report
+
+
+class Sleeper:
+    """Background sleep cycles every ``every`` seconds until ``stop()``."""
+
+    def __init__(self, mem: Memory, every: float, budget: float | None = None) -> None:
+        if every <= 0:
+            raise InvalidInputError(f"every must be positive seconds, found {every!r}")
+        self.mem, self.every, self.budget = mem, every, budget
+        self.reports: list[SleepReport] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="latentmem-sleep", daemon=True)
+
+    def start(self) -> Sleeper:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.reports.append(run_cycle(self.mem, self.budget))
+            except Exception as exc:  # noqa: BLE001 - a failed cycle must not kill the thread
+                self.errors.append(f"{exc.__class__.__name__}: {exc}")
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout)

@@ -1,0 +1,320 @@
+"""The lifecycle: merge, demote, archive, sleep cycles, forgetting, undo, true deletion."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentmem import Memory
+from latentmem.cli import main
+from latentmem.errors import InvalidInputError, NotFoundError
+from latentmem.lifecycle import forget, journal
+from latentmem.lifecycle.sleep import run_cycle
+
+DAY = 86_400.0
+
+
+def _texts(m: Memory, user: str = "ana") -> list[str | None]:
+    return sorted((r.text or "") for r in m.all(user))
+
+
+def test_merge_lossless_keeps_each_sentence_once_with_provenance(mem: Memory) -> None:
+    a, b = mem.add(["I adopted a cat named Pixel. She is grey.",
+                    "She is grey. Pixel loves tuna."], user_id="ana").ids
+    merged = mem.merge([a, b], user_id="ana")
+    assert merged.text == "I adopted a cat named Pixel. She is grey. Pixel loves tuna."
+    assert merged.level == "merged" and merged.sources == [a, b]
+    assert {(e.src, e.dst) for e in mem.edges(merged.id) if e.type == "merged_from"} == {
+        (merged.id, a), (merged.id, b)}
+    assert len(mem.all("ana")) == 3  # originals kept by default
+    assert mem.search("tuna", user_id="ana", k=1)[0].id in (b, merged.id)
+
+
+def test_merge_lossy_is_the_normalised_weighted_mean(mem: Memory) -> None:
+    a, b = mem.add(["alpha beta gamma", "delta epsilon zeta"], user_id="ana").ids
+    va, vb = mem.get(a, True).vector, mem.get(b, True).vector
+    merged = mem.merge([a, b], [3.0, 1.0], mode="lossy", originals="archive", user_id="ana")
+    want = 3 * va + vb
+    want /= np.linalg.norm(want)
+    assert merged.text is None and merged.lossy
+    assert np.allclose(mem.get(merged.id, True).vector, want, atol=1e-6)
+    assert [r.id for r in mem.all("ana")] == [merged.id]  # originals archived
+    with pytest.raises(NotFoundError):
+        mem.get(a)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, ids: m.merge([ids[0]]),
+    lambda m, ids: m.merge([ids[0], ids[0]]),
+    lambda m, ids: m.merge([ids[0], "nope"]),
+    lambda m, ids: m.merge(ids, [1.0]),
+    lambda m, ids: m.merge(ids, [1.0, -1.0]),
+    lambda m, ids: m.merge(ids, mode="zip"),
+    lambda m, ids: m.merge(ids, originals="burn"),
+    lambda m, ids: m.merge([ids[0], ids[2]]),  # two users
+    lambda m, ids: m.merge(ids[:2], user_id="bob"),
+    lambda m, ids: m.demote([]),
+    lambda m, ids: m.demote(["nope"]),
+    lambda m, ids: m.undo(12345),
+    lambda m, ids: m.undo("1"),
+    lambda m, ids: m.sleep(budget=-1),
+    lambda m, ids: m.sleep(phases=["dream"]),
+    lambda m, ids: m.explain("never-was"),
+])
+def test_bad_lifecycle_input_raises_and_changes_nothing(mem: Memory, call) -> None:
+    ids = mem.add(["one fact here", "another fact there"], user_id="ana").ids
+    ids += mem.add("bob's own fact", user_id="bob").ids
+    before = (_texts(mem), _texts(mem, "bob"), len(journal.recent(mem.store)))
+    with pytest.raises((InvalidInputError, NotFoundError)):
+        call(mem, ids)
+    assert (_texts(mem), _texts(mem, "bob"), len(journal.recent(mem.store))) == before
+
+
+def test_demote_drops_text_from_every_index_but_search_by_meaning_still_finds_it(
+        mem: Memory) -> None:
+    rid = mem.add("Zyxtrawl is the password hint", user_id="ana").ids[0]
+    mem.add("the weather was fine", user_id="ana")
+    assert mem.demote(rid, user_id="ana") == [rid]
+    rec = mem.get(rid)
+    assert rec.text is None and rec.title == "" and rec.summary == ""
+    assert all(h["old_text"] is None and h["new_text"] is None for h in mem.history(rid))
+    assert mem.store.bm25("zyxtrawl", mem._scope("ana", None, None), 10) == []
+    vec = mem.get(rid, True).vector
+    hits = mem.search("anything", user_id="ana", k=1, query_vector=vec)
+    assert hits[0].id == rid and hits[0].text is None
+    assert "(text not kept)" in mem.context("password hint", user_id="ana").text
+    assert journal.for_record(mem.store, rid)[-1].undoable is False  # explicit: final
+    assert mem.demote(rid) == []  # already lossy
+
+
+def test_sleep_consolidates_duplicates_and_undo_restores_exactly(mem: Memory) -> None:
+    ids = mem.add([{"role": "user", "content": "I moved to Lisbon in May with my cat."},
+                   {"role": "user", "content": "I moved to Lisbon in May with my cat!"},
+                   {"role": "user", "content": "My sister works as a marine biologist."}],
+                  user_id="ana", session_id="s1").ids
+    before = {r.id: r.text for r in mem.all("ana")}
+    report = mem.sleep()
+    assert report.phases["consolidate"]["clusters"] == 1
+    live = mem.all("ana")
+    merged = [r for r in live if r.level == "merged"]
+    assert len(live) == 2 and merged[0].sources == ids[:2]
+    assert merged[0].text == "I moved to Lisbon in May with my cat."
+    why = mem.explain(ids[0])
+    assert why[-1]["action"] == "archive" and merged[0].id in why[-1]["reason"]
+    merge_event = mem.explain(merged[0].id)[0]
+    assert merge_event["action"] == "merge" and merge_event["cycle"] == report.cycle
+    mem.undo(merge_event["seq"])
+    assert {r.id: r.text for r in mem.all("ana")} == before
+    assert mem.index.count() == mem.store.count() == 3
+    # The next cycle does not merge them again: they were seen (watermark).
+    assert mem.sleep().phases["consolidate"]["clusters"] == 0
+
+
+def test_forgetting_follows_the_curve_and_can_be_undone(mem: Memory) -> None:
+    weak, strong = mem.add(["a passing remark", "my passport number ends in 42"],
+                           user_id="ana").ids
+    mem.update(weak, importance=0.0)
+    mem.update(strong, importance=1.0)
+    # Importance 0: demoted after 30 d x log2(20) = 130 days; importance 1 lasts 4x longer.
+    assert forget.days_until_demotion(0.0, 0, 30.0, 0.05) == pytest.approx(129.66, abs=0.01)
+    later = time.time() + 150 * DAY
+    report = run_cycle(mem, phases=("forget",), now=later)
+    assert report.phases["forget"]["demoted"] == 1
+    assert mem.get(weak).text is None and mem.get(strong).text is not None
+    event = mem.explain(weak)[-1]
+    assert event["action"] == "demote" and "strength" in event["reason"] and event["undoable"]
+    mem.undo(event["seq"])
+    assert mem.get(weak).text == "a passing remark"
+    assert mem.search("passing remark", user_id="ana", k=1)[0].id == weak
+    # Far later both fall under the archive threshold and leave the index, undoably.
+    report = run_cycle(mem, phases=("forget",), now=time.time() + 5000 * DAY)
+    assert report.phases["forget"]["archived"] == 2 and mem.all("ana") == []
+    demoted, gone = mem.explain(strong)[-2:]
+    assert (demoted["action"], gone["action"]) == ("demote", "forget")
+    mem.undo(gone["seq"])
+    assert mem.get(strong).text is None  # back, still lossy
+    mem.undo(demoted["seq"])
+    assert mem.get(strong).text == "my passport number ends in 42"
+    assert run_cycle(mem, phases=("forget",)).phases["forget"]["archived"] == 0
+
+
+def test_recall_strengthens(mem: Memory) -> None:
+    a, b = mem.add(["the red door", "the blue door"], user_id="ana").ids
+    for _ in range(5):
+        mem.search("red door", user_id="ana", k=1)
+    mem.settle()
+    s = forget.scan(mem.store.conn, time.time() + 90 * DAY, 30.0)
+    got = dict(zip(s.ids, s.strength, strict=True))
+    assert got[a] > got[b]
+
+
+def test_budget_demotes_least_valuable_first(mem: Memory) -> None:
+    vec = 4 * mem.dim
+    budget = 3 * vec + 200
+    mem.config = replace(mem.config, budget_bytes_per_user=budget)
+    ids = mem.add([f"memory number {i} with some words" for i in range(5)], user_id="ana").ids
+    mem.update(ids[0], importance=1.0)
+    report = mem.sleep(phases=["forget"])
+    assert report.phases["forget"]["over_budget_users"] == 1
+    live = mem.all("ana")
+    assert ids[0] in {r.id for r in live if r.text is not None}
+    assert sum(len((r.text or "").encode()) + vec for r in live) <= budget
+    gone = [i for i in ids if i not in {r.id for r in live}]
+    assert len(gone) == 2 and all("over budget" in mem.explain(g)[-1]["reason"] for g in gone)
+
+
+def _raw(home: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in home.iterdir() if p.is_file())
+
+
+def test_true_deletion_leaves_no_trace(tmp_path: Path) -> None:
+    home = tmp_path / "store"
+    secret = "Quorblax-7781 is where I hid the spare key"
+    with Memory(home, embedder="hash") as m:
+        ids = m.add([secret, "the garden needs water", "Quorblax-7781 is where I hid the spare key!"],
+                    user_id="ana").ids
+        m.add([f"filler memory {i}" for i in range(50)], user_id="ana")
+        vec = m.get(ids[0], True).vector
+        m.update(ids[1], text="the garden needs water daily")
+        m.sleep()  # merges the two secrets into one derived record, originals archived
+        merged = [r for r in m.all("ana") if set(r.sources) == {ids[0], ids[2]}]
+        assert merged
+        m.search("Quorblax spare key", user_id="ana")
+        m.flush()
+        assert b"Quorblax" in _raw(home)
+        m.delete([ids[0], ids[2]])
+        assert not [r for r in m.all("ana") if set(r.sources) & {ids[0], ids[2]}]  # derived too
+        assert m.search("Quorblax spare key", user_id="ana", k=60)
+        assert all("Quorblax" not in (h.text or "") for h in m.search("Quorblax", user_id="ana", k=60))
+    raw = _raw(home)
+    for needle in (b"Quorblax", b"quorblax", b"spare key", vec.astype("<f4").tobytes()[:64],
+                   vec.astype("<f2").tobytes()[:64]):
+        assert needle not in raw, needle
+    with Memory(home, embedder="hash") as m:
+        with pytest.raises(NotFoundError):
+            m.get(ids[0])
+        assert m.explain(ids[0])  # the events stay, without text
+        with pytest.raises(InvalidInputError):
+            m.undo(m.explain(ids[0])[0]["seq"])  # its undo payload went with it
+
+
+def test_deleting_one_source_derives_the_merge_again(mem: Memory) -> None:
+    a, b, c = mem.add(["likes tea. reads novels.", "likes tea. plays chess.",
+                       "likes tea. grows basil."], user_id="ana").ids
+    merged = mem.merge([a, b, c], originals="archive")
+    mem.delete(b)
+    live = mem.all("ana")
+    assert len(live) == 1 and live[0].id != merged.id
+    assert live[0].sources == [a, c] and "chess" not in (live[0].text or "")
+
+
+def test_sleep_runs_beside_searches(mem: Memory) -> None:
+    mem.add([f"note {i} about topic {i % 7}" for i in range(300)], user_id="ana")
+    mem.add([f"note {i} about topic {i % 7}" for i in range(20)], user_id="ana")
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def searcher() -> None:
+        try:
+            while not done.is_set():
+                assert mem.search("topic 3", user_id="ana", k=5)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=searcher)
+    t.start()
+    sleeper = mem.start_sleeping(every=0.05)
+    time.sleep(1.0)
+    sleeper.stop()
+    done.set()
+    t.join()
+    assert not errors and not sleeper.errors and sleeper.reports
+    assert mem.index.count() == mem.store.count()
+
+
+def test_preloading_predicts_repeated_needs(mem: Memory) -> None:
+    mem.add([f"fact {i} about subject {i}" for i in range(200)], user_id="ana", session_id="s")
+    for _ in range(3):
+        for q in ("subject 5", "subject 17", "subject 99"):
+            mem.search(q, user_id="ana", k=3)
+    mem.sleep(phases=["preload"])
+    assert mem.preloaded["ana"]
+    for q in ("subject 5", "subject 17"):
+        mem.search(q, user_id="ana", k=3)
+    report = mem.sleep(phases=["preload"]).phases["preload"]
+    assert report["hit_rate"] >= 0.5 and "recency_baseline_hit_rate" in report
+
+
+def test_sleep_repairs_a_store_a_killed_process_left(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LATENTMEM_EMBEDDER", "hash")
+    home = tmp_path / "store"
+    script = textwrap.dedent(f"""
+        import sys
+        from latentmem import Memory
+        m = Memory({str(home)!r}, embedder="hash")
+        i = 0
+        while True:
+            m.add([f"turn {{i}} of a long day", f"turn {{i}} of a long day!"], user_id="ana")
+            i += 1
+            if i == 20:
+                print("ready", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    os.kill(proc.pid, signal.SIGKILL)  # no close(): the index file is never written
+    proc.wait()
+    assert main(["--home", str(home), "sleep"]) == 0
+    with Memory(home, embedder="hash") as m:
+        n = m.store.count()
+        assert n >= 20 and m.index.count() == n
+        fts = m.store.conn.execute("SELECT count(*) FROM records_fts").fetchone()[0]
+        assert fts == n
+        assert any(r.level == "merged" for r in m.all("ana"))
+
+
+def test_cli_lifecycle_commands(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("LATENTMEM_EMBEDDER", "hash")
+    home = str(tmp_path / "s")
+    with Memory(home, embedder="hash") as m:
+        a, b = m.add(["first thing", "second thing"], user_id="ana").ids
+    args = ["--home", home, "--user", "ana"]
+    assert main(["merge", a, b, *args, "--json"]) == 0
+    assert main(["explain", *args]) == 0
+    assert main(["demote", a, *args]) == 0
+    assert main(["sleep", *args, "--budget", "5s", "--every", "0.1", "--cycles", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "merged" in out and out.count("cycle c-") == 2
+    assert main(["undo", "99999", *args]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main(["sleep", *args, "--budget", "soon"])
+    assert exit_.value.code == 2
+
+
+def test_lossy_mode_stores_vectors_and_metadata_only(tmp_path: Path) -> None:
+    with Memory(tmp_path / "s", embedder="hash", mode="lossy") as m:
+        rid = m.add("Quorblax secret plan for Tuesday", user_id="ana", metadata={"k": 1}).ids[0]
+        rec = m.get(rid)
+        assert rec.text is None and rec.title == "" and rec.content_hash == ""
+        assert rec.metadata == {"k": 1}
+        vec = m.get(rid, True).vector
+        assert m.search("x", user_id="ana", query_vector=vec, k=1)[0].id == rid
+        m.flush()
+        m.store.checkpoint()
+    assert b"Quorblax" not in _raw(tmp_path / "s")
+
+
+@pytest.mark.parametrize("setting", [{"mode": "dreamy"}, {"forget_action": "burn"},
+                                     {"duplicate_threshold": 1.5}, {"consolidate_originals": 3}])
+def test_bad_lifecycle_settings_are_refused(tmp_path: Path, setting: dict) -> None:
+    with pytest.raises(InvalidInputError):
+        Memory(tmp_path / "s", embedder="hash", **setting)
