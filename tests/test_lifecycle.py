@@ -139,11 +139,9 @@ def test_forgetting_follows_the_curve_and_can_be_undone(mem: Memory) -> None:
     # Far later both fall under the archive threshold and leave the index, undoably.
     report = run_cycle(mem, phases=("forget",), now=time.time() + 5000 * DAY)
     assert report.phases["forget"]["archived"] == 2 and mem.all("ana") == []
-    demoted, gone = mem.explain(strong)[-2:]
-    assert (demoted["action"], gone["action"]) == ("demote", "forget")
+    gone = mem.explain(strong)[-1]
+    assert gone["action"] == "forget"  # archived whole, without a demotion first
     mem.undo(gone["seq"])
-    assert mem.get(strong).text is None  # back, still lossy
-    mem.undo(demoted["seq"])
     assert mem.get(strong).text == "my passport number ends in 42"
     assert run_cycle(mem, phases=("forget",)).phases["forget"]["archived"] == 0
 
@@ -318,3 +316,19 @@ def test_lossy_mode_stores_vectors_and_metadata_only(tmp_path: Path) -> None:
 def test_bad_lifecycle_settings_are_refused(tmp_path: Path, setting: dict) -> None:
     with pytest.raises(InvalidInputError):
         Memory(tmp_path / "s", embedder="hash", **setting)
+
+
+def test_forgetting_by_deletion_leaves_no_trace(tmp_path: Path) -> None:
+    home = tmp_path / "s"
+    with Memory(home, embedder="hash", forget_action="delete") as m:
+        rid = m.add("Zorblat-99 was the old locker code", user_id="ana").ids[0]
+        m.add([f"unrelated note {i}" for i in range(20)], user_id="ana")
+        m.update(rid, importance=0.0)
+        report = run_cycle(m, now=time.time() + 3000 * DAY)
+        assert report.phases["forget"]["deleted"] == 21
+        assert report.phases["optimise"].get("index_saved")
+        event = m.explain(rid)[-1]
+        assert event["action"] == "forget" and "deleted" in event["reason"]
+        with pytest.raises(InvalidInputError):
+            m.undo(event["seq"])
+    assert b"Zorblat" not in _raw(home)

@@ -132,15 +132,17 @@ def render(out: dict[str, Any]) -> str:
     lines += [f"n={r['n']:,}: skipped, {r['skipped']}" for r in out["sizes"] if "skipped" in r]
     for r in done:
         lines.append(f"n={r['n']:,}: {r['generated_vectors_note']}")
-        if r.get("sleep_seconds") is not None:
-            phases = r.get("sleep_phases") or {}
+        for prefix, label in (("sleep", "first sleep cycle"), ("sleep2", "second sleep cycle")):
+            if r.get(f"{prefix}_seconds") is None:
+                continue
+            phases = r.get(f"{prefix}_phases") or {}
             lines.append(
-                f"n={r['n']:,}: sleep cycle {r['sleep_seconds']:.1f} s ("
+                f"n={r['n']:,}: {label} {r[f'{prefix}_seconds']:.1f} s ("
                 + ", ".join(f"{k} {v.get('ms', 0) / 1e3:.1f} s" for k, v in phases.items())
-                + f"); {r['search_during_sleep_n']} searches beside it: p50 "
-                f"{r.get('search_during_sleep_ms_p50', 0):.1f} ms, p95 "
-                f"{r.get('search_during_sleep_ms_p95', 0):.1f} ms, max "
-                f"{r.get('search_during_sleep_ms_max', 0):.1f} ms")
+                + f"); {r[f'search_during_{prefix}_n']} searches beside it: p50 "
+                f"{r.get(f'search_during_{prefix}_ms_p50', 0):.1f} ms, p95 "
+                f"{r.get(f'search_during_{prefix}_ms_p95', 0):.1f} ms, max "
+                f"{r.get(f'search_during_{prefix}_ms_max', 0):.1f} ms")
         if r.get("fill_synthetic_texts"):
             lines.append(f"n={r['n']:,}: the corpus ran out; {r['fill_synthetic_texts']:,} fill "
                          "texts are synthetic sentences")

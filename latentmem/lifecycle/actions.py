@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -58,10 +58,15 @@ def reconstruct(mem: Memory, vectors: np.ndarray) -> list[str]:
 # -- demote ------------------------------------------------------------------------
 
 
-def demote(mem: Memory, ids: Sequence[str], reason: str, *, cycle: str | None = None,
-           undoable: bool = False) -> list[str]:
+def _why(reason: str | Mapping[str, str], record_id: str) -> str:
+    return reason if isinstance(reason, str) else reason[record_id]
+
+
+def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
+           cycle: str | None = None, undoable: bool = False) -> list[str]:
     """Drop the text of these memories for good (or, ``undoable``, until the undo window
-    passes). Already-lossy memories are skipped. Returns the ids demoted."""
+    passes), in one transaction. ``reason``: one for all, or one per id. Already-lossy
+    memories are skipped. Returns the ids demoted."""
     rows = [r for r in mem.store.get_rows_by_id(list(ids), with_vector=True)
             if r.record.text is not None]
     if not rows:
@@ -82,9 +87,10 @@ def demote(mem: Memory, ids: Sequence[str], reason: str, *, cycle: str | None = 
             mem.store.drop_text(conn, row.rowid)
             conn.execute("UPDATE history SET old_text = NULL, new_text = NULL "
                          "WHERE record_id = ?", (rec.id,))
+            why = _why(reason, rec.id)
             conn.execute("INSERT INTO history(record_id, event, at, detail) "
-                         "VALUES (?, 'DEMOTE', ?, ?)", (rec.id, now, json.dumps({"reason": reason})))
-            journal.log(conn, "demote", rec.id, rec.user_id, reason, undo, cycle)
+                         "VALUES (?, 'DEMOTE', ?, ?)", (rec.id, now, json.dumps({"reason": why})))
+            journal.log(conn, "demote", rec.id, rec.user_id, why, undo, cycle)
     return [r.record.id for r in rows]
 
 
@@ -103,9 +109,10 @@ def _undo_demote(mem: Memory, record_id: str, payload: dict[str, Any]) -> None:
 # -- archive -----------------------------------------------------------------------
 
 
-def archive(mem: Memory, ids: Sequence[str], reason: str, *, cycle: str | None = None,
-            action: str = "archive") -> list[str]:
-    """Move memories out of every index into ``archive``; undo brings them back."""
+def archive(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
+            cycle: str | None = None, action: str = "archive") -> list[str]:
+    """Move memories out of every index into ``archive`` in one transaction; undo brings
+    them back. ``reason``: one for all, or one per id."""
     rows = mem.store.get_rows_by_id(list(ids), with_vector=True)
     if not rows:
         return []
@@ -128,13 +135,17 @@ def archive(mem: Memory, ids: Sequence[str], reason: str, *, cycle: str | None =
                 # Provenance stays: a merged record keeps its merged_from edges.
                 conn.execute("DELETE FROM edges WHERE (src = ? OR dst = ?) AND type != 'merged_from'",
                              (rec.id, rec.id))
+                why = _why(reason, rec.id)
                 conn.execute("INSERT INTO history(record_id, event, at, detail) "
                              "VALUES (?, 'ARCHIVE', ?, ?)",
-                             (rec.id, now, json.dumps({"reason": reason})))
-                journal.log(conn, action, rec.id, rec.user_id, reason, {"op": "restore"}, cycle)
+                             (rec.id, now, json.dumps({"reason": why})))
+                journal.log(conn, action, rec.id, rec.user_id, why, {"op": "restore"}, cycle)
             mem.store.bump_epoch(conn)
+        by_user: dict[str, list[int]] = {}
         for row in rows:
-            mem.index.remove(row.record.user_id, np.array([row.rowid]))
+            by_user.setdefault(row.record.user_id, []).append(row.rowid)
+        for user, rowids in by_user.items():  # one pass over the index per user, not per row
+            mem.index.remove(user, np.asarray(rowids, dtype=np.int64))
         mem.index.epoch = mem.store.vector_epoch()
     return [r.record.id for r in rows]
 

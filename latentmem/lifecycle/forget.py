@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentmem.lifecycle import actions
+from latentmem.lifecycle import actions, journal, purge
 
 if TYPE_CHECKING:
     from latentmem.memory import Memory
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 DAY = 86_400.0
 IMPORTANCE_GAIN = 3.0
 _WRITE_BATCH = 500  # rows per transaction: each one holds the write lock for a few ms
+_ACTION_BATCH = 50  # memories demoted or archived per transaction (~10-20 ms of lock each)
 
 
 def retention(age_days: np.ndarray, importance: np.ndarray, recalls: np.ndarray,
@@ -58,18 +60,20 @@ class Scan:
     importance: np.ndarray
     lossy: np.ndarray
     nbytes: np.ndarray
+    vector_bytes: np.ndarray
 
 
 def scan(conn: sqlite3.Connection, now: float, half_life_days: float) -> Scan:
     rows = conn.execute(
         "SELECT rowid, id, user_id, created_at, last_accessed_at, importance, access_count, "
-        "strength, text IS NULL, length(CAST(coalesce(text, '') AS BLOB)) + length(vector) "
+        "strength, text IS NULL, length(CAST(coalesce(text, '') AS BLOB)) + length(vector), "
+        "length(vector) "
         "FROM records"
     ).fetchall()
     if not rows:
         empty = np.zeros(0)
         return Scan(np.zeros(0, np.int64), [], [], empty, empty, empty, np.zeros(0, bool),
-                    np.zeros(0, np.int64))
+                    np.zeros(0, np.int64), np.zeros(0, np.int64))
     col = list(zip(*rows, strict=True))
     created = np.asarray(col[3], dtype=np.float64)
     accessed = np.array([c if a is None else a for a, c in zip(col[4], col[3], strict=True)],
@@ -81,7 +85,7 @@ def scan(conn: sqlite3.Connection, now: float, half_life_days: float) -> Scan:
         rowid=np.asarray(col[0], dtype=np.int64), ids=list(col[1]), users=list(col[2]),
         strength=strength, old_strength=np.asarray(col[7], dtype=np.float64),
         importance=importance, lossy=np.asarray(col[8], dtype=bool),
-        nbytes=np.asarray(col[9], dtype=np.int64),
+        nbytes=np.asarray(col[9], dtype=np.int64), vector_bytes=np.asarray(col[10], dtype=np.int64),
     )
 
 
@@ -108,7 +112,11 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
         return (f"strength {s.strength[i]:.3f} < {limit} ({what}); importance "
                 f"{s.importance[i]:.2f}")
 
-    weak = [int(i) for i in np.nonzero(s.strength < cfg.forget_threshold)[0] if not s.lossy[i]]
+    # Below the archive threshold a memory leaves at once (the archive keeps its text for
+    # an undo); between the two thresholds it loses its text.
+    floor = cfg.archive_threshold if cfg.forget_action != "none" else -1.0
+    weak = [int(i) for i in np.nonzero((s.strength < cfg.forget_threshold)
+                                       & (s.strength >= floor))[0] if not s.lossy[i]]
     report["demoted"] += _demote(mem, s, weak, deadline, cycle,
                                  lambda i: why(i, cfg.forget_threshold, "demote threshold"))
     if cfg.forget_action != "none":
@@ -121,32 +129,39 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
     return report
 
 
+def _batches(idx: list[int], deadline: float) -> Iterator[list[int]]:
+    """Slices of ``idx`` for one transaction each, until the deadline passes."""
+    for start in range(0, len(idx), _ACTION_BATCH):
+        if time.perf_counter() > deadline:
+            return
+        yield idx[start:start + _ACTION_BATCH]
+
+
 def _demote(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
             reason: Any) -> int:
     done = 0
-    for start in range(0, len(idx), 100):
-        if time.perf_counter() > deadline:
-            break
-        for i in idx[start:start + 100]:
-            done += len(actions.demote(mem, [s.ids[i]], reason(i), cycle=cycle, undoable=True))
+    for part in _batches(idx, deadline):
+        done += len(actions.demote(mem, [s.ids[i] for i in part],
+                                   {s.ids[i]: reason(i) for i in part}, cycle=cycle, undoable=True))
+        for i in part:
             s.lossy[i] = True
-            s.nbytes[i] = 4 * mem.dim
+            s.nbytes[i] = s.vector_bytes[i]
     return done
 
 
 def _remove(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
             reason: Any) -> int:
     done = 0
-    for start in range(0, len(idx), 100):
-        if time.perf_counter() > deadline:
-            break
-        part = idx[start:start + 100]
+    for part in _batches(idx, deadline):
         if mem.config.forget_action == "delete":
-            for i in part:
-                mem.forget(s.ids[i], reason=reason(i), cycle=cycle)
+            with mem._lock:
+                purge.delete(mem, [s.ids[i] for i in part], None, finish=False)
+            with mem.store.transaction() as conn:
+                for i in part:
+                    journal.log(conn, "forget", s.ids[i], s.users[i], reason(i) + "; deleted")
         else:
-            for i in part:
-                actions.archive(mem, [s.ids[i]], reason(i), cycle=cycle, action="forget")
+            actions.archive(mem, [s.ids[i] for i in part], {s.ids[i]: reason(i) for i in part},
+                            cycle=cycle, action="forget")
         for i in part:
             s.nbytes[i] = 0
         done += len(part)
@@ -160,7 +175,6 @@ def _enforce_budget(mem: Memory, s: Scan, deadline: float, cycle: str,
     from the least valuable up."""
     budget = mem.config.budget_bytes_per_user
     assert budget is not None
-    vec = 4 * mem.dim
     users = np.asarray(s.users, dtype=object)
     priority = s.strength * (0.5 + s.importance)
     removed = "archived" if mem.config.forget_action != "delete" else "deleted"
@@ -170,25 +184,28 @@ def _enforce_budget(mem: Memory, s: Scan, deadline: float, cycle: str,
         if used <= budget:
             continue
         report["over_budget_users"] += 1
-        order = [int(i) for i in mine[np.argsort(priority[mine], kind="stable")]]
-        reason = f"user over budget ({used} > {budget} bytes); priority "
-        live = len(order)
-        for i in order:
-            if live * vec <= budget or time.perf_counter() > deadline:
+        order = [int(i) for i in mine[np.argsort(priority[mine], kind="stable")]
+                 if s.nbytes[i] > 0]
+        why = f"user over budget ({used} > {budget} bytes); priority "
+        vectors = int(s.vector_bytes[order].sum()) if order else 0
+        leave: list[int] = []
+        for i in order:  # the vectors alone overflow: dropping text cannot be enough
+            if vectors <= budget:
                 break
+            leave.append(i)
+            vectors -= int(s.vector_bytes[i])
             used -= int(s.nbytes[i])
-            live -= 1
-            report[removed] += _remove(mem, s, [i], deadline, cycle,
-                                       lambda j, why=reason: why + f"{priority[j]:.3f}")
-        for i in order:
-            if used <= budget or time.perf_counter() > deadline:
+        drop: list[int] = []
+        for i in order[len(leave):]:
+            if used <= budget:
                 break
-            if s.nbytes[i] == 0 or s.lossy[i]:
-                continue
-            before = int(s.nbytes[i])
-            report["demoted"] += _demote(mem, s, [i], deadline, cycle,
-                                         lambda j, why=reason: why + f"{priority[j]:.3f}")
-            used -= before - int(s.nbytes[i])
+            if not s.lossy[i]:
+                drop.append(i)
+                used -= int(s.nbytes[i] - s.vector_bytes[i])
+        report[removed] += _remove(mem, s, leave, deadline, cycle,
+                                   lambda j, why=why: why + f"{priority[j]:.3f}")
+        report["demoted"] += _demote(mem, s, drop, deadline, cycle,
+                                     lambda j, why=why: why + f"{priority[j]:.3f}")
         report.setdefault("budget", {})[user] = {"bytes": used, "budget": budget}
 
 

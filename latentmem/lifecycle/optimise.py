@@ -10,9 +10,9 @@ In order, each step bounded so a search never waits long behind it:
 4. SQLite: ``PRAGMA optimize`` (statistics for the planner); ``VACUUM`` on a
    separate connection when over a quarter of the file is free pages; the WAL is
    checkpointed and truncated.
-The vector index file is not rewritten here: saving holds the index lock for the
-whole write (hundreds of ms at 100k); it is written at ``flush``/``close``, and a
-stale file is rebuilt from SQLite on open.
+The vector index file is rewritten here only after deletions (their vectors must leave
+the disk): saving holds the index lock for the whole write (hundreds of ms at 100k).
+Otherwise it is written at ``flush``/``close``, and a stale file is rebuilt on open.
 """
 
 from __future__ import annotations
@@ -31,18 +31,18 @@ VACUUM_FREE_SHARE = 0.25
 FTS_STEP_PAGES = 64  # pages one merge step writes (~256 KB, a few ms)
 
 
-def _repair_fts(mem: Memory) -> dict[str, int]:
+def _repair_fts(mem: Memory, reader: sqlite3.Connection) -> dict[str, int]:
     """The full-text index reads records (an external-content FTS5 table kept by
     triggers): after a crash it may disagree with them. Count memories with words but no
-    index entry, and entries without a memory; rebuild the index from records if any."""
-    with mem.store.lock:
-        missing = mem.store.conn.execute(
-            "SELECT count(*) FROM records r WHERE (r.text IS NOT NULL OR r.index_text <> '') "
-            "AND NOT EXISTS (SELECT 1 FROM records_fts_docsize d WHERE d.id = r.rowid)"
-        ).fetchone()[0]
-        extra = mem.store.conn.execute(
-            "SELECT count(*) FROM records_fts_docsize d "
-            "WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.rowid = d.id)").fetchone()[0]
+    index entry, and entries without a memory (on the cycle's reader: no lock); rebuild
+    the index from records if any."""
+    missing = reader.execute(
+        "SELECT count(*) FROM records r WHERE (r.text IS NOT NULL OR r.index_text <> '') "
+        "AND NOT EXISTS (SELECT 1 FROM records_fts_docsize d WHERE d.id = r.rowid)"
+    ).fetchone()[0]
+    extra = reader.execute(
+        "SELECT count(*) FROM records_fts_docsize d "
+        "WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.rowid = d.id)").fetchone()[0]
     if missing or extra:
         with mem.store.transaction() as conn:
             conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
@@ -68,10 +68,10 @@ def _merge_fts(mem: Memory, deadline: float) -> tuple[int, str]:
     return steps, "partly merged (budget)"
 
 
-def run(mem: Memory, deadline: float) -> dict[str, Any]:
+def run(mem: Memory, reader: sqlite3.Connection, deadline: float) -> dict[str, Any]:
     report: dict[str, Any] = {}
     t0 = time.perf_counter()
-    report.update(_repair_fts(mem))
+    report.update(_repair_fts(mem, reader))
     with mem._lock:
         mem._sync_index()
         rebuilt = mem.index.count() != mem.store.count()
@@ -102,4 +102,9 @@ def run(mem: Memory, deadline: float) -> dict[str, Any]:
             other.close()
         report["vacuum_ms"] = round((time.perf_counter() - t) * 1e3, 1)
     mem.store.checkpoint()
+    if mem.store.get_meta("index_file_stale"):  # deletions this cycle: their vectors go too
+        mem.flush()
+        with mem.store.transaction() as conn:
+            conn.execute("DELETE FROM meta WHERE key = 'index_file_stale'")
+        report["index_saved"] = True
     return report

@@ -70,8 +70,10 @@ def _originals_policy(mem: Memory, merged_id: str) -> str:
     return "keep"
 
 
-def delete(mem: Memory, ids: list[str], user_id: str | None) -> int:
-    """See the module docstring. Validates everything before changing anything."""
+def delete(mem: Memory, ids: list[str], user_id: str | None, finish: bool = True) -> int:
+    """See the module docstring. Validates everything before changing anything.
+    ``finish=False`` (a sleep cycle deleting in batches) leaves the full-text purge, the
+    WAL truncation and the index file to the cycle's optimise phase."""
     archived = _archived_users(mem, ids)
     for rid in ids:
         if rid in archived:
@@ -127,7 +129,10 @@ def delete(mem: Memory, ids: list[str], user_id: str | None) -> int:
         if len(remaining) >= 2:
             actions.merge(mem, remaining, mode=mode, originals=policies[merged_id],
                           reason=f"derived again after a source of {merged_id} was deleted")
-    mem.store.purge_fts()
-    mem.store.checkpoint()
-    mem.flush()
+    if finish:
+        mem.store.purge_fts()
+        mem.store.checkpoint()
+        mem.flush()
+    else:
+        mem.store.set_meta("index_file_stale", "1")
     return len(ids)

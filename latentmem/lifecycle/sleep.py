@@ -83,7 +83,7 @@ def run_cycle(mem: Memory, budget: float | None = None,
             elif name == "preload":
                 rep = preload.run(mem, deadline)
             else:
-                rep = optimise.run(mem, deadline)
+                rep = optimise.run(mem, conn, deadline)
             rep["ms"] = round((time.perf_counter() - t) * 1e3, 1)
             report.phases[name] = rep
             conn.rollback()  # end the read snapshot: the next phase sees this one's writes
