@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from latentmem.bench import metrics as M
-from latentmem.bench.report import stamp, table
+from latentmem.bench.report import stamp, table, write_json
 from latentmem.config import Config
 from latentmem.errors import InvalidInputError
 
@@ -106,14 +106,11 @@ def evaluate(systems: dict[str, Any], bases: dict[str, Config], units: list[Any]
 
 def run_cli(args: argparse.Namespace) -> int:
     from latentmem.bench.cli import _setup, prewarm
-    from latentmem.bench.locomo import load_locomo
+    from latentmem.bench.locomo import load_split
     from latentmem.bench.systems import LatentMemSystem
 
-    fit = {c.strip() for c in args.fit.split(",") if c.strip()}
-    units = load_locomo(args.data)
+    units, fit = load_split(args.data, args.fit)
     names = {u.name for u in units}
-    if not fit <= names:
-        raise InvalidInputError(f"--fit names {sorted(fit - names)}, not in {args.data}")
     started = stamp()
     setup = _setup(args)
     prewarm(setup, units, args.quiet)
@@ -143,9 +140,7 @@ def run_cli(args: argparse.Namespace) -> int:
                        "all R@10", "all ctx"]))
     print(f"\nfit: {', '.join(sorted(fit))}; held out: {', '.join(sorted(names - fit))}; "
           f"commit {out['commit']}")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    write_json(out, args.json_out)
     return 0
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latentmem.bench.report import plots, stamp, table
+from latentmem.bench.report import plots, stamp, table, write_json
 from latentmem.bench.runner import Unit, ratios, run_system
 from latentmem.bench.systems import SYSTEMS, BenchSetup
 from latentmem.errors import InvalidInputError
@@ -169,12 +169,6 @@ def _print(result: dict[str, Any], keys: list[str], by: str, main_key: str) -> N
     print(f"\n{result['seconds']} s on {result['machine']['cpus']} cpus, commit {result['commit']}")
 
 
-def _write(result: dict[str, Any], path: str | None) -> None:
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(result, indent=2))
-
-
 def cmd_locomo(args: argparse.Namespace) -> int:
     from latentmem.bench.locomo import load_locomo
 
@@ -184,7 +178,7 @@ def cmd_locomo(args: argparse.Namespace) -> int:
                   {"conversations": [u.name for u in units]})
     keys = [f"recall@{k}" for k in args.k] + ["ndcg@10", "context_recall"]
     _print(result, keys, "category", "recall@10" if 10 in args.k else keys[0])
-    _write(result, args.json_out)
+    write_json(result, args.json_out)
     if args.report:
         for path in plots(result, args.report, args.k):
             print(f"wrote {path}")
@@ -205,7 +199,7 @@ def cmd_longmemeval(args: argparse.Namespace) -> int:
     keys = ["turn_recall@5", "turn_recall@10", "session_recall_any@5", "session_ndcg@10",
             "context_recall"]
     _print(result, keys, "question type", "turn_recall@10")
-    _write(result, args.json_out)
+    write_json(result, args.json_out)
     return 0
 
 

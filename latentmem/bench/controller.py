@@ -29,7 +29,6 @@ More figures, all on the held-out conversations:
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import sys
@@ -43,9 +42,8 @@ import numpy as np
 
 from latentmem.bench import metrics as M
 from latentmem.bench.ablate import FIT
-from latentmem.bench.report import stamp, table
+from latentmem.bench.report import stamp, table, write_json
 from latentmem.encode import segment
-from latentmem.errors import InvalidInputError
 from latentmem.lifecycle.controller import FEATURES, scope_features
 from latentmem.store.sqlite import Scope
 
@@ -161,18 +159,12 @@ def _summary(runs: dict[int, list[float]], how: Any) -> dict[str, float]:
 
 def run_cli(args: argparse.Namespace) -> int:
     from latentmem.bench.cli import _setup, prewarm
-    from latentmem.bench.locomo import load_locomo
+    from latentmem.bench.locomo import load_split
     from latentmem.memory import Memory
 
-    fit_names = {c.strip() for c in args.fit.split(",") if c.strip()}
-    units = load_locomo(args.data)
-    names = {u.name for u in units}
-    if not fit_names <= names:
-        raise InvalidInputError(f"--fit names {sorted(fit_names - names)}, not in {args.data}")
+    units, fit_names = load_split(args.data, args.fit)
     fit = [u for u in units if u.name in fit_names]
     held = [u for u in units if u.name not in fit_names]
-    if not held:
-        raise InvalidInputError("every conversation is in --fit: nothing is left to evaluate on")
     started = stamp()
     setup = _setup(args)
     prewarm(setup, units, args.quiet)
@@ -240,7 +232,7 @@ def run_cli(args: argparse.Namespace) -> int:
     positives = sum(1 for e in events if e[2])
     out: dict[str, Any] = {
         "benchmark": "controller", "data": str(args.data), "fit": sorted(fit_names),
-        "held_out": sorted(names - fit_names), "k": args.k, "seeds": args.seeds,
+        "held_out": sorted(u.name for u in held), "k": args.k, "seeds": args.seeds,
         "events_available": len(events), "useful_share": round(positives / len(events), 4),
         "held_out_turns": len(y_held), "held_out_evidence_share": round(float(y_held.mean()), 4),
         "prior_auc": round(auc(priors, y_held), 4),
@@ -257,9 +249,7 @@ def run_cli(args: argparse.Namespace) -> int:
         "settings": setup.settings, "seconds": round(time.perf_counter() - t0, 1), **started,
     }
     _print(out)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    write_json(out, args.json_out)
     return 0
 
 

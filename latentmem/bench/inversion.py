@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from latentmem.bench.report import stamp, table
+from latentmem.bench.report import stamp, table, write_json
 from latentmem.errors import InvalidInputError, MissingExtraError
 
 MAX_TOKENS = 32
@@ -307,9 +307,7 @@ def run_cli(args: argparse.Namespace) -> int:
               "trained_on": {k: meta.get(k) for k in ("sentences", "examples", "device")},
               **result, "seconds": round(time.perf_counter() - t0, 1), **started}
     _print(result)
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    write_json(result, args.json_out)
     return 0
 
 

@@ -72,3 +72,16 @@ def load_locomo(path: str | Path, conversations: list[str] | None = None) -> lis
     if missing:
         raise InvalidInputError(f"{path}: no conversations named {sorted(missing)}")
     return units
+
+
+def load_split(path: str | Path, fit_text: str) -> tuple[list[Unit], set[str]]:
+    """All conversations of ``path`` and the names of the fit part (``--fit a,b``); refuses
+    names not in the file and a split that leaves nothing held out."""
+    fit = {c.strip() for c in fit_text.split(",") if c.strip()}
+    units = load_locomo(path)
+    names = {u.name for u in units}
+    if not fit <= names:
+        raise InvalidInputError(f"--fit names {sorted(fit - names)}, not in {path}")
+    if names <= fit:
+        raise InvalidInputError("every conversation is in --fit: nothing is left to evaluate on")
+    return units, fit

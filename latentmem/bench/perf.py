@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from latentmem.bench.perf_data import machine_info, wait_quiet
-from latentmem.bench.report import commit, stamp, table
+from latentmem.bench.report import commit, stamp, table, write_json
 from latentmem.errors import InvalidInputError, LatentMemError
 
 # Every measured size carries these keys, all positive and finite.
@@ -185,9 +185,7 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"n={n:,}: other processes at {share:.0%} of the CPU", file=sys.stderr)
         print(f"n={n:,} ...", file=sys.stderr, flush=True)
         out["sizes"].append(run_size(n, args))
-        if args.json_out:  # written after every size, so a long run keeps what it measured
-            Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json_out).write_text(json.dumps(out, indent=2))
+        write_json(out, args.json_out)  # after every size: a long run keeps what it measured
     print(render(out))
     if all("skipped" in r for r in out["sizes"]):
         raise LatentMemError("every size was skipped: " + "; ".join(r["skipped"] for r in out["sizes"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -40,6 +41,13 @@ def commit() -> str:
 def stamp() -> dict[str, Any]:
     return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
             "machine": machine()}
+
+
+def write_json(result: dict[str, Any], path: str | None) -> None:
+    """Write a bench result (``--json OUT``); nothing when no path was given."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def _fmt(value: Any) -> str:

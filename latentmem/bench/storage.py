@@ -21,20 +21,18 @@ A configuration is a name, config settings and an optional step run after ingest
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latentmem.bench import metrics as M
-from latentmem.bench.report import stamp, table
+from latentmem.bench.report import stamp, table, write_json
 from latentmem.bench.runner import QuestionResult, Unit, aggregate, score_question
 from latentmem.bench.systems import BenchSetup, LatentMemSystem
 from latentmem.errors import InvalidInputError
@@ -253,9 +251,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 ["object", *[r["name"] for r in results]]))
     print(f"\n{sum(len(u.questions) for u in units)} questions in {len(units)} conversations; "
           f"commit {out['commit']}")
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(out, indent=2))
+    write_json(out, args.json_out)
     return 0
 
 

@@ -82,32 +82,30 @@ def log(conn: sqlite3.Connection, action: str, record_id: str | None, user_id: s
     return int(cur.lastrowid)
 
 
-def for_record(store: SQLiteStore, record_id: str) -> list[Event]:
-    """Events about one memory, and about the memories merged into it or from it."""
+def _select(store: SQLiteStore, where: str, params: list[Any], order: str = "seq",
+            limit: int | None = None) -> list[Event]:
+    sql = f"SELECT {_COLS} FROM events{where} ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
     with store.lock:
-        rows = store.conn.execute(
-            f"SELECT {_COLS} FROM events WHERE record_id = ? ORDER BY seq", (record_id,)
-        ).fetchall()
+        rows = store.conn.execute(sql, params).fetchall()
     return [_event(r) for r in rows]
+
+
+def for_record(store: SQLiteStore, record_id: str) -> list[Event]:
+    """Every event about one memory, oldest first."""
+    return _select(store, " WHERE record_id = ?", [record_id])
 
 
 def of_cycle(store: SQLiteStore, cycle: str) -> list[Event]:
-    with store.lock:
-        rows = store.conn.execute(
-            f"SELECT {_COLS} FROM events WHERE cycle = ? ORDER BY seq", (cycle,)
-        ).fetchall()
-    return [_event(r) for r in rows]
+    return _select(store, " WHERE cycle = ?", [cycle])
 
 
 def recent(store: SQLiteStore, limit: int = 50, user_id: str | None = None) -> list[Event]:
-    sql = f"SELECT {_COLS} FROM events"
-    params: list[Any] = []
-    if user_id is not None:
-        sql += " WHERE user_id = ?"
-        params.append(user_id)
-    with store.lock:
-        rows = store.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit]).fetchall()
-    return [_event(r) for r in rows]
+    """The newest ``limit`` events, newest first."""
+    if user_id is None:
+        return _select(store, "", [], "seq DESC", limit)
+    return _select(store, " WHERE user_id = ?", [user_id], "seq DESC", limit)
 
 
 def get(store: SQLiteStore, seq: int) -> tuple[Event, dict[str, Any] | None]:
