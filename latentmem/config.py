@@ -73,6 +73,13 @@ class Config:
     rerank_depth: int = 50
     maxsim_weight: float = 0.0  # late-interaction rerank of the top maxsim_depth
     maxsim_depth: int = 20
+    # Last stage (latentmem/retrieve/learned.py): a fitted model reorders the top of the
+    # ranking; ranker_path None means the one shipped in latentmem/data/ranker.json.
+    # learned_in_context: also in the ranking that context() packs (off: it lost context
+    # recall on LoCoMo and LongMemEval dev, see BENCHMARKS.md).
+    learned_rerank: bool = True
+    learned_in_context: bool = False
+    ranker_path: str | None = None
     # Each first-stage retriever contributes this many candidates (at least k).
     candidates: int = 100
     max_text_chars: int = 100_000

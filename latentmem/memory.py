@@ -43,6 +43,7 @@ from latentmem.inputs import (
 )
 from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import hybrid, rerank
+from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import is_listing
 from latentmem.retrieve.scoring import rescore_many
@@ -111,6 +112,7 @@ class Memory:
         self.index = self._open_index()
         self.controller = Controller.load(self.store, config.controller_implicit_weight)
         self._inverter: Any = False  # loaded on first use; None when there is none
+        self._ranker: tuple[str, learned_stage.Ranker] | None = None
         # Rowids the last sleep cycle predicted per user (latentmem/lifecycle/preload.py).
         self.preloaded: dict[str, set[int]] = {}
         self._closed = False
@@ -515,11 +517,13 @@ class Memory:
         as_of: object = None,
         track_access: bool | None = None,
         query_vector: Sequence[float] | np.ndarray | None = None,
+        learned: bool | None = None,
     ) -> list[Hit]:
         """Hybrid search inside one scope. Each Hit carries its score components.
 
         ``query_vector`` skips embedding the query (the caller embedded it with
-        this store's embedder); the text is still used for BM25.
+        this store's embedder); the text is still used for BM25. ``learned``
+        overrides ``config.learned_rerank`` for this call.
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query is empty")
@@ -539,15 +543,10 @@ class Memory:
         else:
             qvec = self.embedder.embed_batch([query])[0]
         n = max(self.config.candidates, k)
-        sparse = None
-        if self.config.use_bm25:
-            # Started after the embedding, which wants both cores, and overlapping the FAISS
-            # scan (100k memories, 2 cores, 180 interleaved queries: p50 57 ms when started
-            # before the embedding, 52 ms after).
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="latentmem-bm25")
-            sparse = self._pool.submit(self.store.bm25, query, scope, n)
         with self._lock:
+            # Every store read that precedes the FAISS scan happens before BM25 starts: BM25
+            # holds the store's connection while it runs, and a read queued behind it would
+            # hold back the scan that should overlap it (100k memories: 4 ms a search).
             self._sync_index()
             window = None
             if self.config.time_boost > 0:
@@ -556,6 +555,13 @@ class Memory:
                     latest = self.store.latest_event_time(scope)
                     now = from_ts(latest) if latest is not None else None
                 window = parse_query_time(query, now)
+            sparse = None
+            if self.config.use_bm25:
+                # Started after the embedding, which wants both cores (100k memories,
+                # 2 cores: p50 57 ms when started before the embedding, 52 ms after).
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(1, thread_name_prefix="latentmem-bm25")
+                sparse = self._pool.submit(self.store.bm25, query, scope, n)
             cands = hybrid.retrieve(
                 self.store, self.index, scope, query, qvec, self.config, n, window, sparse,
             )
@@ -590,6 +596,8 @@ class Memory:
             order = rerank.diversify([x[0] for x in scored], [r.session_id for r in rows],
                                      vectors, k, diversity, cfg.mmr, max(cfg.rerank_depth, k))
             scored = [scored[i] for i in order]
+        if cfg.learned_rerank if learned is None else learned:
+            scored = learned_stage.rerank(scored, {c.row.rowid: c.row for c in cands}, self.ranker())
         top = scored[:k]
         records = self.store.get_rows_by_rowid([rowid for _, _, rowid, _ in top])
         hits = [Hit(records[rowid].record, score, parts) for score, _, rowid, parts in top
@@ -637,9 +645,11 @@ class Memory:
                 f"budget_tokens must be a positive integer, found {budget_tokens!r}"
             )
         k = k or min(MAX_K, max(20, budget_tokens // 10))
+        # The learned stage is fitted for precision at the top of a ranking and prefers
+        # long memories; a budget is better spent on more of them (see learned.py).
         hits = self.search(
             query, user_id, k=k, agent_id=agent_id, session_id=session_id, as_of=as_of,
-            track_access=False,
+            track_access=False, learned=self.config.learned_rerank and self.config.learned_in_context,
         )
         ctx = pack(query, hits, budget_tokens)
         # Learned from after the caller has its context: a search path never writes.
@@ -669,6 +679,15 @@ class Memory:
         if self._background_errors:
             errors, self._background_errors = self._background_errors, []
             raise errors[0]
+
+    def ranker(self) -> learned_stage.Ranker:
+        """The fitted last-stage model (``config.ranker_path``, else the shipped one)."""
+        path = self.config.ranker_path
+        if path is None:
+            return learned_stage.default_ranker()
+        if self._ranker is None or self._ranker[0] != path:
+            self._ranker = (path, learned_stage.Ranker.load(path))
+        return self._ranker[1]
 
     def inverter(self) -> Any:
         """The embedding inverter for this store's embedder, or None when none is shipped."""

@@ -154,9 +154,10 @@ def test_set_overrides_reach_the_engine(tmp_path: Path) -> None:
         main(["bench", "locomo", "--data", str(_locomo(tmp_path)), "--set", "no_such_key=1"])
 
 
-# recall@10 of latentmem on conv-26, measured when this floor was set (0.832 at commit
-# 49fabf8), minus 0.02.
-LOCOMO_CONV26_FLOOR = 0.812
+# recall@10 of latentmem on conv-26 when this floor was set, minus 0.02: 0.819 with the
+# learned last stage (0.832 at commit 49fabf8 without it; the stage gains on the other
+# fit conversation and on the held-out ones, see BENCHMARKS.md).
+LOCOMO_CONV26_FLOOR = 0.799
 
 
 @pytest.mark.slow

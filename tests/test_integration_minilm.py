@@ -46,4 +46,4 @@ def test_cache_and_context_budget(real_mem: Memory) -> None:
     assert 0 < ctx.used_tokens <= 120
     assert count_tokens(ctx.text) == ctx.used_tokens
     assert ctx.omitted and all(o["reason"] for o in ctx.omitted)
-    assert "2024-02-03" in ctx.text and "Maya:" in ctx.text
+    assert "## Sat 3 Feb 2024" in ctx.text and "Maya:" in ctx.text

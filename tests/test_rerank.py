@@ -1,14 +1,21 @@
-"""Second-stage ranking pieces: session scale, diversity, listing intent, entities, BM25 pruning."""
+"""Later ranking stages: session scale, diversity, listing intent, entities, BM25 pruning,
+the learned last stage."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import latentmem.store.sqlite as sqlite_store
 from latentmem import Memory
+from latentmem.errors import InvalidInputError
 from latentmem.graph.entities import extract
 from latentmem.retrieve.intent import is_listing
+from latentmem.retrieve.learned import FEATURES, Ranker, default_ranker, features
+from latentmem.retrieve.learned import rerank as learned_rerank
 from latentmem.retrieve.rerank import diversify, session_scores
 
 
@@ -141,3 +148,58 @@ def test_rescore_many_by_hand() -> None:
     assert got[1] == pytest.approx((0.5 + 0.2 * 0.2, 0.5, 0.0, 0.2, 0.0))  # undated: no recency
     assert got[2] == pytest.approx((1.0 + 0.1 + 0.1 + 0.3, 1.0, 1.0, 0.5, 1.0))  # future: age 0
     assert rescore_many([day], [0.5], [0], [1.0], w, None)[0][2] == 0.0  # no reference
+
+
+# -- the learned last stage (latentmem/retrieve/learned.py) ---------------------------------
+
+def _row(chars: int | None, asks: bool = False, speaker: str | None = None) -> SimpleNamespace:
+    return SimpleNamespace(text_chars=chars, asks=asks, speaker=speaker)
+
+
+def test_learned_features_are_relative_to_the_candidates() -> None:
+    x = features([0.9, 0.8, 0.7, 0.6], [100, 100, None, 1000], [False, True, False, False],
+                 ["ana", "ana", "ana", "bot"])
+    assert x.shape == (4, len(FEATURES))
+    assert x[:, 1].tolist() == pytest.approx(np.log1p([0, 1, 2, 3]).tolist())
+    # relative to the same speaker's candidates; no text counts as the median length
+    assert x[:, 2].tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0])
+    assert x[:, 3].tolist() == [0.0, 1.0, 0.0, 0.0]
+    y = features([0.9, 0.8], [10, 1000], [False, False], ["ana", "ana"])
+    assert y[0, 2] < 0 < y[1, 2]
+    assert features([], [], [], []).shape == (0, len(FEATURES))
+
+
+def test_learned_rerank_reorders_only_the_head() -> None:
+    # A model that only rewards length: the long third memory comes first.
+    ranker = Ranker((0.0, 0.0, 1.0, 0.0), 0.0, (0.0,) * 4, (1.0,) * 4, depth=3)
+    scored = [(1.0 - i / 10, f"id{i}", i, {"final": 1.0 - i / 10}) for i in range(5)]
+    rows = {0: _row(10), 1: _row(10), 2: _row(1000), 3: _row(5000), 4: _row(5)}
+    out = learned_rerank(scored, rows, ranker)
+    assert [x[2] for x in out] == [2, 0, 1, 3, 4]  # 3 and 4 were below depth: unchanged
+    assert all(0 < x[0] < 1 for x in out[:3]) and out[0][3]["learned"] > 0
+    assert [x[0] for x in out] == sorted((x[0] for x in out), reverse=True)
+    assert learned_rerank([], {}, ranker) == []
+
+
+def test_shipped_ranker_loads_and_bad_files_are_refused(tmp_path: Path) -> None:
+    ranker = default_ranker()
+    assert len(ranker.weights) == len(FEATURES) and ranker.meta["fit"] == ["conv-26", "conv-30"]
+    assert Ranker.from_json(ranker.to_json()) == ranker
+    bad = tmp_path / "bad.json"
+    for text in ("{", '{"features": ["score"]}', ranker.to_json().replace('"depth": 100', '"depth": 0')):
+        bad.write_text(text)
+        with pytest.raises(InvalidInputError, match="ranker"):
+            Ranker.load(bad)
+
+
+def test_memory_uses_the_configured_ranker(tmp_path: Path) -> None:
+    # Rewarding questions only: the memory that asks comes first.
+    path = tmp_path / "asks.json"
+    path.write_text(Ranker((0.0, 0.0, 0.0, 1.0), 0.0, (0.0,) * 4, (1.0,) * 4).to_json())
+    with Memory(tmp_path / "s", embedder="hash", ranker_path=str(path)) as m:
+        m.add(["tea with lemon is nice", "do you like tea with lemon?"], user_id="u")
+        hits = m.search("tea with lemon", user_id="u")
+        assert hits[0].text == "do you like tea with lemon?" and "learned" in hits[0].components
+    with Memory(tmp_path / "s2", embedder="hash", learned_rerank=False) as m:
+        m.add(["tea with lemon"], user_id="u")
+        assert "learned" not in m.search("tea", user_id="u")[0].components

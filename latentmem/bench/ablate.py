@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "- query time": {"time_boost": 0.0},
     "- session scale": {"session_boost": 0.0},
     "- listing diversity": {"listing_diversity": 0.0},
+    "- learned rerank": {"learned_rerank": False},
+    "+ learned rerank in context": {"learned_in_context": True},
     "+ entity hop": {"entity_gain": 0.2},
     "+ session centroid": {"session_centroid": 0.2},
     "+ session diversity (always)": {"session_diversity": 0.05},
@@ -50,7 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "plain rrf (all off)": {"fusion": "rrf", "diffusion_hops": 0, "speaker_boost": 0.0,
                             "time_boost": 0.0, "session_boost": 0.0, "listing_diversity": 0.0,
                             "session_diversity": 0.0, "entity_gain": 0.0, "mmr": 0.0,
-                            "session_centroid": 0.0, "maxsim_weight": 0.0},
+                            "session_centroid": 0.0, "maxsim_weight": 0.0,
+                            "learned_rerank": False},
 }
 FIT = ("conv-26", "conv-30")
 

@@ -226,10 +226,11 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_longmemeval)
 
-    from latentmem.bench import ablate, controller, inversion, perf, storage
+    from latentmem.bench import ablate, controller, fit_ranker, inversion, perf, storage
 
     perf.add_parser(sub)
     ablate.add_parser(sub)
     controller.add_parser(sub)
     inversion.add_parser(sub)
     storage.add_parser(sub)
+    fit_ranker.add_parser(sub)

@@ -8,12 +8,17 @@ Layout. The selected memories are grouped by session (or, without a session,
 by day), groups in time order and memories in time order inside a group,
 because an LLM reasons about "before" and "after" far better from a timeline
 than from a relevance list. Each group opens with one header line carrying
-the date, time and session; each memory is then ``[N] Speaker: text``, where
-``N`` maps to the record id in ``Context.items``. Putting the date on every
-line, and a 26-character id, cost ~12 tokens a line, a third of a typical
-conversation turn: grouping raised LoCoMo dev context recall at 1,000 tokens
-from 0.82 to the figure in BENCHMARKS.md. A group's header is charged to the
-budget when its first memory is selected, so the text never exceeds it.
+its date ("## Mon 8 May 2023"), with the time of day added only when two
+groups fall on the same day; each memory is then ``[N] Speaker: text``, where
+``N`` maps to the record in ``Context.items`` (id, session, exact time).
+Putting the date on every line, and a 26-character id, cost ~12 tokens a
+line, a third of a typical conversation turn: grouping raised LoCoMo dev
+context recall at 1,000 tokens from 0.82 to 0.837. Headers were then 19
+WordPiece tokens ("## session session_3, 2023-05-08 13:56 (Mon)") and about
+eight groups share a 1,000-token context; the 7-token header leaves room for
+two or three more memories. The session id and the exact time stay in the
+items, where provenance belongs. A group's header is charged to the budget
+when its first memory is selected, so the text never exceeds it.
 """
 
 from __future__ import annotations
@@ -39,19 +44,25 @@ def _body(ref: int, hit: Hit) -> str:
     return f"[{ref}] {who}{body}"
 
 
-def _group(hit: Hit) -> tuple[str, str]:
-    """(key, header) of the group a memory is shown under."""
+def _group(hit: Hit) -> str:
+    """The group a memory is shown under: its session, or without one its day."""
     rec = hit.record
-    when = rec.event_time
-    day = when.strftime("%Y-%m-%d") if when else "undated"
     if rec.session_id is not None:
-        return f"s:{rec.session_id}", f"## session {rec.session_id},"
-    return f"d:{day}", "##"
+        return f"s:{rec.session_id}"
+    when = rec.event_time
+    return "d:" + (when.strftime("%Y-%m-%d") if when else "undated")
 
 
-def _header(base: str, first: datetime | None) -> str:
-    when = first.strftime("%Y-%m-%d %H:%M (%a)") if first is not None else "undated"
-    return f"{base} {when}"
+def _day(hit: Hit) -> str:
+    when = hit.record.event_time
+    return when.strftime("%Y-%m-%d") if when else "undated"
+
+
+def _header(first: datetime | None, with_time: bool) -> str:
+    if first is None:
+        return "## undated"
+    day = f"## {first.strftime('%a')} {first.day} {first.strftime('%b %Y')}"
+    return f"{day}, {first.strftime('%H:%M')}" if with_time else day
 
 
 def _when(hit: Hit) -> float:
@@ -68,36 +79,47 @@ def pack(query: str, hits: Sequence[Hit], budget_tokens: int) -> Context:
     # Charge each line as if it carried the widest ref, and each header as if it held
     # a full date, so the final text is never over budget.
     costs = count_many([_body(_WIDEST_REF, h) for h in hits])
-    header_costs = count_many(
-        [_header(_group(h)[1], datetime(2000, 12, 30, 23, 59)) for h in hits]
-    )
-    for hit, cost, hcost in zip(hits, costs, header_costs, strict=True):
+    widest = datetime(2000, 12, 30, 23, 59)  # "Wed 30 Dec 2000, 23:59": as long as any
+    day_only, timed = count_many([_header(widest, False), _header(widest, True)])
+    days: dict[str, int] = {}  # day -> groups opened on it (a second one adds times)
+    day_of: dict[str, str] = {}  # group -> the day it was charged under
+    for hit, cost in zip(hits, costs, strict=True):
         key = hit.record.content_hash
         if key and key in seen:
             omitted.append({"id": hit.id, "reason": f"duplicate of {seen[key]}", "score": hit.score})
             continue
-        group = _group(hit)[0]
-        need = cost + (0 if group in opened else hcost)
+        group, day = _group(hit), _day(hit)
+        if group in opened:
+            head = 0
+        elif days.get(day, 0) == 0:
+            head = day_only
+        elif days[day] == 1:  # the day's first header now needs its time too
+            head = timed + (timed - day_only)
+        else:
+            head = timed
+        need = cost + head
         if used + need > budget_tokens:
             omitted.append({"id": hit.id, "reason": "budget", "score": hit.score, "tokens": need})
             continue
         chosen.append(hit)
-        opened.add(group)
+        if group not in opened:
+            opened.add(group)
+            day_of[group] = day
+            days[day] = days.get(day, 0) + 1
         used += need
         if key:
             seen[key] = hit.id
 
     groups: dict[str, list[Hit]] = {}
     for hit in chosen:
-        groups.setdefault(_group(hit)[0], []).append(hit)
+        groups.setdefault(_group(hit), []).append(hit)
     ordered = sorted(groups.values(), key=lambda g: min(_when(h) for h in g))
     lines: list[str] = []
     items: list[ContextItem] = []
     ref = 0
     for members in ordered:
         members.sort(key=lambda h: (_when(h), h.id))
-        first = members[0].record.event_time
-        lines.append(_header(_group(members[0])[1], first))
+        lines.append(_header(members[0].record.event_time, days[day_of[_group(members[0])]] > 1))
         for hit in members:
             ref += 1
             line = _body(ref, hit)

@@ -108,7 +108,7 @@ def retrieve(
         return []
     rows = {r.rowid: r for r in store.light_rows("rowid", rowids)}
     cands = [Candidate(rows[r]) for r in rowids if r in rows]
-    cos = np.array([float(c.row.vector @ qvec) for c in cands])
+    cos = (np.stack([c.row.vector for c in cands]) @ qvec).astype(np.float64) if cands else np.zeros(0)
     bm = np.array([bm25_score.get(c.row.rowid, 0.0) for c in cands])
     if config.fusion == "rrf":
         fused_map = rrf([list(dense_rank), list(bm25_rank)], config.rrf_k)
@@ -156,15 +156,19 @@ def retrieve(
     return cands
 
 
-def _joined(row: LightRow, qvec: np.ndarray, cos: np.ndarray, config: Config) -> Candidate:
-    """A memory that joins after fusion (a neighbour, an entity mention): its cosine goes
+def _joined(rows: list[LightRow], qvec: np.ndarray, cos: np.ndarray,
+            config: Config) -> list[Candidate]:
+    """Memories that join after fusion (neighbours, entity mentions): their cosine goes
     through the same min-max normalisation as the first-stage candidates' (``cos``), and
-    it has no BM25 share by construction."""
-    x = float(row.vector @ qvec)
+    they have no BM25 share by construction."""
+    if not rows:
+        return []
+    x = np.stack([r.vector for r in rows]) @ qvec
     lo, hi = float(cos.min()), float(cos.max())
     w = config.dense_weight if config.use_bm25 else 1.0
-    fused = w * max(0.0, (x - lo) / (hi - lo)) if hi > lo else 0.0
-    return Candidate(row, fused, {"dense": x, "fused": fused})
+    fused = w * np.maximum(0.0, (x - lo) / (hi - lo)) if hi > lo else np.zeros(len(rows))
+    return [Candidate(r, f, {"dense": d, "fused": f})
+            for r, d, f in zip(rows, x.tolist(), fused.tolist(), strict=True)]
 
 
 def _diffuse(
@@ -184,9 +188,9 @@ def _diffuse(
     by_id = {c.row.id: c for c in cands}
     new_ids = [i for i in neighbourhood(seeds, forward, backward, hops) if i not in by_id]
     if new_ids:
-        for row in store.light_rows("id", new_ids):
-            if scope.contains(row):
-                by_id[row.id] = _joined(row, qvec, cos, config)
+        rows = [r for r in store.light_rows("id", new_ids) if scope.contains(r)]
+        for cand in _joined(rows, qvec, cos, config):
+            by_id[cand.row.id] = cand
     base = {i: c.relevance for i, c in by_id.items()}
     received = spread(base, forward, backward, hops, config.diffusion_gain)
     for i, c in by_id.items():
@@ -227,8 +231,8 @@ def _entity_hop(
     for ent, source in sorted(weight.items(), key=lambda x: -x[1])[: config.entity_terms]:
         found = store.mentioning(scope, ent, config.entity_hits)
         missing = [r for r in found if r not in by_rowid]
-        for row in store.light_rows("rowid", missing):
-            by_rowid[row.rowid] = _joined(row, qvec, cos, config)
+        for joined in _joined(store.light_rows("rowid", missing), qvec, cos, config):
+            by_rowid[joined.row.rowid] = joined
         for rowid in found:
             cand = by_rowid.get(rowid)
             if cand is None:

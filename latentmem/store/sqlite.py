@@ -107,11 +107,13 @@ class LightRow:
     access_count: int
     vector: np.ndarray
     valid_to: float | None = None  # set when a newer memory superseded this one
+    text_chars: int | None = None  # None when no text is kept (lossy)
+    asks: bool = False  # the text contains a question mark
 
 
 _LIGHT = (
     "SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time, importance, "
-    "access_count, vector, valid_to FROM records"
+    "access_count, vector, valid_to, length(text), instr(text, '?') > 0 FROM records"
 )
 
 
@@ -619,7 +621,7 @@ class SQLiteStore:
                 vectors = self.codec.decode_many([r[9] for r in rows])
                 for r, vec in zip(rows, vectors, strict=True):
                     out.append(LightRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                        vec, r[10]))
+                                        vec, r[10], r[11], bool(r[12])))
         return out
 
     def get_rows_by_id(self, ids: Sequence[str], with_vector: bool = False) -> list[StoredRow]:
