@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,8 +19,9 @@ import pytest
 from latentmem import Memory
 from latentmem.cli import main
 from latentmem.errors import InvalidInputError, NotFoundError
-from latentmem.lifecycle import forget, journal
-from latentmem.lifecycle.sleep import run_cycle
+from latentmem.lifecycle import actions, consolidate, forget, journal, pacing
+from latentmem.lifecycle.sleep import reader, run_cycle
+from latentmem.store.sqlite import SQLiteStore
 
 DAY = 86_400.0
 
@@ -332,3 +334,104 @@ def test_forgetting_by_deletion_leaves_no_trace(tmp_path: Path) -> None:
         with pytest.raises(InvalidInputError):
             m.undo(event["seq"])
     assert b"Zorblat" not in _raw(home)
+
+
+def test_archiving_in_batches_journals_each_memory_and_undo_restores_it_exactly(
+        mem: Memory) -> None:
+    ids = mem.add([f"Ana met Bruno in Porto on day {i} of the trip" for i in range(40)],
+                  user_id="ana", session_id="s1").ids
+    before = {rid: mem.get(rid, True) for rid in ids}
+    edges = {rid: {(e.src, e.dst, e.type) for e in mem.edges(rid)} for rid in ids}
+    report = run_cycle(mem, phases=("forget",), now=time.time() + 5000 * DAY)
+    assert report.phases["forget"]["archived"] == 40 and mem.all("ana") == []
+    assert mem.index.count() == mem.store.count() == 0
+    conn = mem.store.conn
+    assert conn.execute("SELECT count(*) FROM records_fts_docsize").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM entity_mentions").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM edges").fetchone()[0] == 0
+    assert mem.store.get_meta("fts_dirty") is None  # their words stay in the archive
+    for rid in ids:
+        event = mem.explain(rid)[-1]
+        assert (event["action"], event["cycle"], event["undoable"]) == (
+            "forget", report.cycle, True)
+        assert "strength" in event["reason"]
+    for rid in ids[20:22]:
+        mem.undo(mem.explain(rid)[-1]["seq"])
+    for rid in ids[20:22]:
+        got, want = mem.get(rid, True), before[rid]
+        assert np.array_equal(got.vector, want.vector)
+        touched = ("access_count", "last_accessed_at")  # an undo counts as a recall
+        assert ({k: v for k, v in got.to_dict().items() if k not in touched}
+                == {k: v for k, v in want.to_dict().items() if k not in touched})
+    # An edge comes back once both its ends are live again.
+    assert (ids[20], ids[21], "next") in edges[ids[21]]
+    assert (ids[20], ids[21], "next") in {(e.src, e.dst, e.type) for e in mem.edges(ids[21])}
+    assert mem.search("Porto day 21", user_id="ana", k=1)[0].id == ids[21]
+    assert mem.index.count() == mem.store.count() == 2
+
+
+def test_pacer_sizes_each_batch_on_the_time_transactions_held_the_lock(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "pacer.db")
+    pacer = pacing.Pacer(store, first=10)
+    sizes = []
+    for part in pacer.batches(list(range(3000)), deadline=float("inf")):
+        sizes.append(len(part))
+        store.write_seconds += 1e-4 * len(part)  # as if each memory held the lock 0.1 ms
+    assert sum(sizes) == 3000 and sizes[0] == 10
+    assert sizes[-2] == round(pacing.TX_TARGET_S / 1e-4)
+    assert list(pacer.batches(list(range(10)), deadline=time.perf_counter() - 1)) == []
+    assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # as it was
+    store.close()
+
+
+def test_cells_find_the_near_duplicates_an_exact_scan_finds() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8000, 64)).astype(np.float32)
+    planted = rng.choice(8000, 200, replace=False)
+    x[planted[100:]] = x[planted[:100]] + 0.1 * rng.standard_normal((100, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    queries = np.arange(8000)
+    assert consolidate.use_cells(len(x), len(queries))
+    exact, _ = consolidate.similar_pairs(x, queries, 8, 0.85)
+    cells, sims = consolidate.similar_pairs(x, queries, 8, 0.85, consolidate.Cells(x))
+    assert len(exact) == 200 and (sims >= 0.85).all()
+    assert set(map(tuple, cells.tolist())) == set(map(tuple, exact.tolist()))
+
+
+def test_a_steady_cycle_checks_only_the_new_memories(mem: Memory) -> None:
+    mem.add([f"fact {i}: the {w} of the harbour" for i, w in enumerate(
+        ["colour", "depth", "age", "name", "owner", "size"])], user_id="ana")
+    assert mem.sleep(phases=["consolidate"]).phases["consolidate"]["checked"] == 6
+    mem.add(["one more thing", "and another one"], user_id="ana")
+    assert mem.sleep(phases=["consolidate"]).phases["consolidate"]["checked"] == 2
+    assert mem.sleep(phases=["consolidate"]).phases["consolidate"]["checked"] == 0
+
+
+def test_consolidation_stopped_by_its_budget_leaves_its_memories_to_the_next_cycle(
+        mem: Memory) -> None:
+    mem.add(["I moved to Lisbon in May with my cat.", "I moved to Lisbon in May with my cat!"],
+            user_id="ana")
+    conn = reader(mem)
+    try:
+        report = consolidate.run(mem, conn, time.perf_counter() - 1, "c-test")
+    finally:
+        conn.close()
+    assert report["stopped"] == "budget" and report["checked"] == 0
+    assert mem.store.get_meta(consolidate.WATERMARK) is None
+    assert mem.sleep().phases["consolidate"]["clusters"] == 1
+
+
+def test_an_archive_row_of_the_older_iso_form_is_still_restored(mem: Memory) -> None:
+    rid = mem.add("the old archive kept times as ISO strings", user_id="ana").ids[0]
+    rec = mem.get(rid, True)
+    assert rec.vector is not None
+    payload = {"record": {**rec.to_dict(), "id": "old-1"}, "edges": []}
+    with mem.store.transaction() as conn:
+        conn.execute("INSERT INTO archive(id, user_id, row, index_text, vector, archived_at) "
+                     "VALUES ('old-1', 'ana', ?, ?, ?, ?)",
+                     (json.dumps(payload), rec.text, rec.vector.astype("<f4").tobytes(),
+                      time.time()))
+    actions.restore(mem, "old-1")
+    back = mem.get("old-1", True)
+    assert back.text == rec.text and back.created_at == rec.created_at
+    assert back.vector is not None and np.array_equal(back.vector, rec.vector)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from latentmem.cli import main
 from latentmem.encode import segment
 from latentmem.encode.base import get_embedder
 from latentmem.inputs import index_text_for
+from latentmem.lifecycle.sleep import run_cycle
 from latentmem.memory import DB_FILE, INDEX_FILE
 from latentmem.store import migrate
 from latentmem.store.codec import PQ_TRAIN_MIN, TIERS, VectorCodec
@@ -284,3 +286,26 @@ def test_pq_keeps_locomo_recall(tmp_path: Path) -> None:
     assert pq["recall@10"] >= 0.812
     assert pq["dense_top10_overlap"] >= 0.93
     assert pq["ratio_to_rag"] < 1.2
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_archive_keeps_float32_and_undo_restores_in_each_tier(tmp_path: Path, tier: str) -> None:
+    with Memory(tmp_path / "s", embedder="hash", vector_tier=tier) as m:
+        ids = m.add(_texts(PQ_TRAIN_MIN + 20), user_id="u").ids
+
+        def blob(rid: str) -> bytes:
+            return bytes(m.store.conn.execute("SELECT vector FROM records WHERE id = ?",
+                                              (rid,)).fetchone()[0])
+
+        before, vec = blob(ids[5]), m.get(ids[5], True).vector
+        report = run_cycle(m, phases=("forget",), now=time.time() + 5000 * 86_400.0)
+        assert report.phases["forget"]["archived"] == len(ids) and m.store.count() == 0
+        sizes = {int(n) for (n,) in m.store.conn.execute("SELECT length(vector) FROM archive")}
+        assert sizes == {4 * m.dim}
+        m.undo(m.explain(ids[5])[-1]["seq"])
+        restored = m.get(ids[5], True).vector
+        assert restored is not None and vec is not None
+        if tier in ("fp32", "fp16"):  # decoding then encoding again is exact
+            assert blob(ids[5]) == before
+        assert float(restored @ vec) > 0.99
+        assert m.search(_texts(6)[5], user_id="u", k=1)[0].record.id == ids[5]

@@ -24,7 +24,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +34,10 @@ from latentmem.encode import segment
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.ids import new_id
 from latentmem.inputs import content_hash, index_text_for
-from latentmem.lifecycle import journal
+from latentmem.lifecycle import journal, pacing
 from latentmem.store.formats.records import record_from_dict
 from latentmem.store.sqlite import StoredRow
-from latentmem.types import Edge, Record
+from latentmem.types import Edge, Record, from_ts, iso
 
 if TYPE_CHECKING:
     from latentmem.memory import Memory
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 MERGE_MODES = ("lossless", "lossy")
 ORIGINALS = ("keep", "demote", "archive")
 _SPACE = re.compile(r"\s+")
+# A batch of ids or rowids as one JSON array parameter: one statement, any batch size.
+_IN = "IN (SELECT value FROM json_each(?))"
+_RESTORE = {"op": "restore"}  # the undo of an archiving
 
 
 def reconstruct(mem: Memory, vectors: np.ndarray) -> list[str]:
@@ -67,30 +70,35 @@ def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
     """Drop the text of these memories for good (or, ``undoable``, until the undo window
     passes), in one transaction. ``reason``: one for all, or one per id. Already-lossy
     memories are skipped. Returns the ids demoted."""
-    rows = [r for r in mem.store.get_rows_by_id(list(ids), with_vector=True)
+    invert = mem.inverter() is not None  # vectors are read only to reconstruct a text
+    rows = [r for r in mem.store.get_rows_by_id(list(ids), with_vector=invert)
             if r.record.text is not None]
     if not rows:
         return []
-    vectors = np.stack([r.record.vector for r in rows if r.record.vector is not None])
-    recon = reconstruct(mem, vectors)
+    recon = [""] * len(rows)
+    if invert:
+        recon = reconstruct(mem, np.stack([r.record.vector for r in rows
+                                           if r.record.vector is not None]))
     now = time.time()
-    with mem._lock, mem.store.transaction() as conn:
-        for row, text in zip(rows, recon, strict=True):
-            rec = row.record
-            undo = None
-            if undoable:
-                undo = {"op": "demote", "text": rec.text, "index_text": row.index_text,
-                        "title": rec.title, "summary": rec.summary}
-            conn.execute(
-                "UPDATE records SET text = NULL, index_text = '', title = '', summary = ?, "
-                "updated_at = ? WHERE rowid = ?", (text, now, row.rowid))
-            mem.store.drop_text(conn, row.rowid)
-            conn.execute("UPDATE history SET old_text = NULL, new_text = NULL "
-                         "WHERE record_id = ?", (rec.id,))
-            why = _why(reason, rec.id)
-            conn.execute("INSERT INTO history(record_id, event, at, detail) "
-                         "VALUES (?, 'DEMOTE', ?, ?)", (rec.id, now, json.dumps({"reason": why})))
-            journal.log(conn, "demote", rec.id, rec.user_id, why, undo, cycle)
+    rowids = [r.rowid for r in rows]
+    done = json.dumps([r.record.id for r in rows])
+    with pacing.between_searches(mem), mem.store.transaction() as conn:
+        conn.executemany(
+            "UPDATE records SET text = NULL, index_text = '', title = '', summary = ?, "
+            "updated_at = ? WHERE rowid = ?",
+            [(text, now, row.rowid) for row, text in zip(rows, recon, strict=True)])
+        mem.store.drop_texts(conn, rowids)
+        conn.execute(f"UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id {_IN}",
+                     (done,))
+        conn.executemany("INSERT INTO history(record_id, event, at, detail) "
+                         "VALUES (?, 'DEMOTE', ?, ?)",
+                         [(r.record.id, now, json.dumps({"reason": _why(reason, r.record.id)}))
+                          for r in rows])
+        journal.log_many(conn, "demote", [
+            (r.record.id, r.record.user_id, _why(reason, r.record.id),
+             {"op": "demote", "text": r.record.text, "index_text": r.index_text,
+              "title": r.record.title, "summary": r.record.summary} if undoable else None)
+            for r in rows], cycle)
     return [r.record.id for r in rows]
 
 
@@ -109,45 +117,117 @@ def _undo_demote(mem: Memory, record_id: str, payload: dict[str, Any]) -> None:
 # -- archive -----------------------------------------------------------------------
 
 
+# The archive's copy of a memory, made by SQLite in one statement per batch: the record's
+# fields as Record.to_dict names them but with times as Unix seconds ("times": "unix"),
+# every real written with 17 digits (json_object keeps 15, and an undo must restore the
+# exact value), and its edges. ``archived`` reads both this and the older ISO form.
+_REALS = ("event_time", "created_at", "updated_at", "valid_to", "importance",
+          "last_accessed_at", "strength")
+_TIMES = ("event_time", "created_at", "updated_at", "valid_to", "last_accessed_at")
+_FIELD_SQL = {"summary": "coalesce(r.summary, latentmem_plain(r.text))",
+              "metadata": "json(r.metadata)", "sources": "json(r.sources)",
+              **{f: f"CASE WHEN r.{f} IS NULL THEN NULL ELSE json(printf('%!.17g', r.{f})) END"
+                 for f in _REALS}}
+_RECORD_JSON = "json_object(" + ", ".join(
+    f"'{f.name}', {_FIELD_SQL.get(f.name, 'r.' + f.name)}" for f in fields(Record)
+    if f.name != "vector") + ")"
+_EDGES_JSON = ("(SELECT json_group_array(json_array(e.src, e.dst, e.type, "
+               "json(printf('%!.17g', e.weight)))) FROM edges e WHERE e.src = r.id OR e.dst = r.id)")
+_ARCHIVE = (
+    "INSERT OR REPLACE INTO archive(id, user_id, row, index_text, vector, archived_at) "
+    f"SELECT r.id, r.user_id, json_object('times', 'unix', 'record', {_RECORD_JSON}, "
+    f"'edges', {_EDGES_JSON}), x.index_text, r.vector, ? "
+    "FROM records r JOIN records_indexed x ON x.rowid = r.rowid "
+    "WHERE r.rowid IN (SELECT value FROM json_each(?))")
+class Unindexer:
+    """Takes archived memories out of the vector index, in bulk for a caller archiving
+    many batches (a sleep cycle). Removing rowids from a user's partition rewrites the
+    whole partition (16 ms at 100k vectors, however few leave), so per batch of a hundred
+    it would hold the Memory's lock, which every search takes, longer than the batch's
+    transaction. Until ``flush`` the index still holds those vectors (searches drop them:
+    their rows are gone) and the store's vector epoch stays as it was, so no search takes
+    the index for stale and rebuilds it. An index file saved meanwhile disagrees with the
+    store's count, so it is rebuilt on open."""
+
+    def __init__(self, mem: Memory, every: int = 5000) -> None:
+        self.mem, self.every = mem, every
+        self.pending: dict[str, list[int]] = {}
+        self.count = 0
+
+    def add(self, user_id: str, rowids: Sequence[int]) -> None:
+        self.pending.setdefault(user_id, []).extend(rowids)
+        self.count += len(rowids)
+        if self.count >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        mem = self.mem
+        with mem._lock:
+            mem._sync_index()  # rebuilt (without them) only if another process wrote meanwhile
+            for user, rowids in self.pending.items():
+                mem.index.remove(user, np.asarray(rowids, dtype=np.int64))
+            with mem.store.transaction() as conn:
+                mem.store.bump_epoch(conn)
+            mem.index.epoch = mem.store.vector_epoch()
+        self.pending, self.count = {}, 0
+
+    def __enter__(self) -> Unindexer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
 def archive(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
-            cycle: str | None = None, action: str = "archive") -> list[str]:
+            cycle: str | None = None, action: str = "archive",
+            unindex: Unindexer | None = None) -> list[str]:
     """Move memories out of every index into ``archive`` in one transaction; undo brings
-    them back. ``reason``: one for all, or one per id."""
-    rows = mem.store.get_rows_by_id(list(ids), with_vector=True)
-    if not rows:
-        return []
+    them back. ``reason``: one for all, or one per id. Returns the ids archived (those
+    that were live). Each statement handles the whole batch, so the transaction costs
+    tens of microseconds per memory, and it runs between searches (``pacing``).
+    ``unindex``: leave the vector index to it (by default it is updated at once)."""
+    wanted = json.dumps(list(dict.fromkeys(ids)))
     now = time.time()
-    with mem._lock:
-        mem._sync_index()
-        with mem.store.transaction() as conn:
-            for row in rows:
-                rec = row.record
-                assert rec.vector is not None
-                edges = [[e.src, e.dst, e.type, e.weight] for e in mem.store.edges_of(rec.id)]
-                payload = {"record": rec.to_dict(), "edges": edges}
-                conn.execute(
-                    "INSERT OR REPLACE INTO archive(id, user_id, row, index_text, vector, archived_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (rec.id, rec.user_id, json.dumps(payload), row.index_text,
-                     np.ascontiguousarray(rec.vector, dtype="<f4").tobytes(), now))
-                conn.execute("DELETE FROM records WHERE rowid = ?", (row.rowid,))
-                mem.store.drop_text(conn, row.rowid)
-                # Provenance stays: a merged record keeps its merged_from edges.
-                conn.execute("DELETE FROM edges WHERE (src = ? OR dst = ?) AND type != 'merged_from'",
-                             (rec.id, rec.id))
-                why = _why(reason, rec.id)
-                conn.execute("INSERT INTO history(record_id, event, at, detail) "
-                             "VALUES (?, 'ARCHIVE', ?, ?)",
-                             (rec.id, now, json.dumps({"reason": why})))
-                journal.log(conn, action, rec.id, rec.user_id, why, {"op": "restore"}, cycle)
-            mem.store.bump_epoch(conn)
-        by_user: dict[str, list[int]] = {}
-        for row in rows:
-            by_user.setdefault(row.record.user_id, []).append(row.rowid)
-        for user, rowids in by_user.items():  # one pass over the index per user, not per row
-            mem.index.remove(user, np.asarray(rowids, dtype=np.int64))
-        mem.index.epoch = mem.store.vector_epoch()
-    return [r.record.id for r in rows]
+    codec = mem.store.codec
+    with pacing.between_searches(mem), mem.store.transaction() as conn:
+        found = conn.execute(f"SELECT rowid, id, user_id, length(vector) = ? FROM records "
+                             f"WHERE id {_IN}", (4 * codec.dim, wanted)).fetchall()
+        if not found:
+            return []
+        rowids = json.dumps([r[0] for r in found])
+        done = json.dumps([r[1] for r in found])
+        conn.execute(_ARCHIVE, (now, rowids))
+        # The archive keeps float32 vectors; a compact tier's blobs are decoded here.
+        other = [r[1] for r in found if not r[3]]
+        if other:
+            blobs = conn.execute(f"SELECT id, vector FROM archive WHERE id {_IN}",
+                                 (json.dumps(other),)).fetchall()
+            vectors = codec.decode_many([v for _, v in blobs]).astype("<f4")
+            conn.executemany("UPDATE archive SET vector = ? WHERE id = ?",
+                             [(v.tobytes(), i) for (i, _), v in zip(blobs, vectors, strict=True)])
+        mem.store.drop_texts(conn, [r[0] for r in found], purge=False)
+        # Provenance stays: a merged record keeps its merged_from edges.
+        for end in ("src", "dst"):
+            conn.execute(f"DELETE FROM edges WHERE {end} {_IN} AND type != 'merged_from'",
+                         (done,))
+        conn.execute(f"DELETE FROM records WHERE rowid {_IN}", (rowids,))
+        conn.executemany("INSERT INTO history(record_id, event, at, detail) "
+                         "VALUES (?, 'ARCHIVE', ?, ?)",
+                         [(rid, now, json.dumps({"reason": _why(reason, rid)}))
+                          for _, rid, _, _ in found])
+        journal.log_many(conn, action, [(rid, user, _why(reason, rid), _RESTORE)
+                                        for _, rid, user, _ in found], cycle)
+    by_user: dict[str, list[int]] = {}
+    for rowid, _, user, _ in found:
+        by_user.setdefault(user, []).append(rowid)
+    later = unindex or Unindexer(mem)
+    for user, rows in by_user.items():  # one pass over the index per user, not per row
+        later.add(user, rows)
+    if unindex is None:
+        later.flush()
+    return [rid for _, rid, _, _ in found]
 
 
 def archived(mem: Memory, record_id: str) -> tuple[Record, str, list[Edge]] | None:
@@ -157,8 +237,10 @@ def archived(mem: Memory, record_id: str) -> tuple[Record, str, list[Edge]] | No
     if row is None:
         return None
     payload = json.loads(row[0])
-    rec = record_from_dict(payload["record"], np.frombuffer(row[2], dtype="<f4"),
-                           f"archived {record_id}")
+    data = payload["record"]
+    if payload.get("times") == "unix":
+        data = {**data, **{k: iso(from_ts(data[k])) for k in _TIMES}}
+    rec = record_from_dict(data, np.frombuffer(row[2], dtype="<f4"), f"archived {record_id}")
     edges = [Edge(s, d, t, w) for s, d, t, w in payload["edges"]]
     return rec, row[1], edges
 
@@ -211,9 +293,10 @@ def union_text(rows: Sequence[StoredRow]) -> tuple[str, str | None]:
 def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = None,
           mode: str = "lossless", originals: str = "keep", reason: str = "merged on request",
           cycle: str | None = None, user_id: str | None = None,
-          vector: np.ndarray | None = None) -> Record:
+          vector: np.ndarray | None = None, unindex: Unindexer | None = None) -> Record:
     """Merge memories of one user into a new record; see the module docstring.
-    ``vector``: the lossless union's embedding when the caller embedded it already."""
+    ``vector``: the lossless union's embedding when the caller embedded it already.
+    ``unindex``: archived originals leave the vector index through it (see ``archive``)."""
     if isinstance(ids, str) or len(set(ids)) < 2:
         raise InvalidInputError("merge needs at least two distinct memory ids")
     if mode not in MERGE_MODES:
@@ -275,7 +358,7 @@ def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = 
         mem.index.epoch = mem.store.vector_epoch()
     why = f"merged into {merged.id}"
     if originals == "archive":
-        archive(mem, id_list, why, cycle=cycle)
+        archive(mem, id_list, why, cycle=cycle, unindex=unindex)
     elif originals == "demote":
         demote(mem, id_list, why, cycle=cycle, undoable=True)
     return mem.store.get_row(merged.id).record

@@ -27,21 +27,19 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentmem.lifecycle import actions, journal, purge
+from latentmem.lifecycle import actions, journal, pacing, purge
 
 if TYPE_CHECKING:
     from latentmem.memory import Memory
 
 DAY = 86_400.0
 IMPORTANCE_GAIN = 3.0
-_WRITE_BATCH = 500  # rows per transaction: each one holds the write lock for a few ms
-_ACTION_BATCH = 50  # memories demoted or archived per transaction (~10-20 ms of lock each)
+_FETCH = 2_000  # rows per fetch of a scan
 
 
 def retention(age_days: np.ndarray, importance: np.ndarray, recalls: np.ndarray,
@@ -64,28 +62,28 @@ class Scan:
 
 
 def scan(conn: sqlite3.Connection, now: float, half_life_days: float) -> Scan:
-    rows = conn.execute(
-        "SELECT rowid, id, user_id, created_at, last_accessed_at, importance, access_count, "
-        "strength, text IS NULL, length(CAST(coalesce(text, '') AS BLOB)) + length(vector), "
-        "length(vector) "
-        "FROM records"
-    ).fetchall()
-    if not rows:
-        empty = np.zeros(0)
-        return Scan(np.zeros(0, np.int64), [], [], empty, empty, empty, np.zeros(0, bool),
-                    np.zeros(0, np.int64), np.zeros(0, np.int64))
-    col = list(zip(*rows, strict=True))
-    created = np.asarray(col[3], dtype=np.float64)
-    accessed = np.array([c if a is None else a for a, c in zip(col[4], col[3], strict=True)],
-                        dtype=np.float64)
-    importance = np.asarray(col[5], dtype=np.float64)
-    strength = retention((now - np.maximum(created, accessed)) / DAY, importance,
-                         np.asarray(col[6], dtype=np.float64), half_life_days)
+    cur = conn.execute(
+        "SELECT rowid, max(created_at, coalesce(last_accessed_at, created_at)), "
+        "importance, access_count, strength, text IS NULL, "
+        "length(CAST(coalesce(text, '') AS BLOB)) + length(vector), length(vector), id, user_id "
+        "FROM records")
+    numbers: list[np.ndarray] = [np.zeros((8, 0))]
+    ids: list[str] = []
+    users: list[str] = []
+    # In parts, each turned into arrays at once: a hundred thousand row tuples alive
+    # together would outlive the young GC generations and bring on a full collection,
+    # which stops every thread (searches too) for hundreds of ms.
+    while rows := cur.fetchmany(_FETCH):
+        col = list(zip(*rows, strict=True))
+        numbers.append(np.array(col[:8], dtype=np.float64))
+        ids.extend(col[8])
+        users.extend(col[9])
+    rowid, last, importance, recalls, old, lossy, nbytes, vbytes = np.concatenate(numbers, axis=1)
     return Scan(
-        rowid=np.asarray(col[0], dtype=np.int64), ids=list(col[1]), users=list(col[2]),
-        strength=strength, old_strength=np.asarray(col[7], dtype=np.float64),
-        importance=importance, lossy=np.asarray(col[8], dtype=bool),
-        nbytes=np.asarray(col[9], dtype=np.int64), vector_bytes=np.asarray(col[10], dtype=np.int64),
+        rowid=rowid.astype(np.int64), ids=ids, users=users,
+        strength=retention((now - last) / DAY, importance, recalls, half_life_days),
+        old_strength=old, importance=importance, lossy=lossy.astype(bool),
+        nbytes=nbytes.astype(np.int64), vector_bytes=vbytes.astype(np.int64),
     )
 
 
@@ -97,16 +95,20 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
     s = scan(reader, now, cfg.strength_half_life_days)
     report: dict[str, Any] = {"scanned": len(s.ids), "updated": 0, "demoted": 0,
                               "archived": 0, "deleted": 0, "over_budget_users": 0}
-    changed = np.nonzero(np.abs(s.strength - s.old_strength) > 0.005)[0]
-    for start in range(0, len(changed), _WRITE_BATCH):
-        if time.perf_counter() > deadline:
-            report["stopped"] = "budget"
-            return report
-        part = changed[start:start + _WRITE_BATCH]
-        with mem.store.transaction() as conn:
+    removing = cfg.forget_action != "none"
+    gone = np.nonzero(s.strength < cfg.archive_threshold)[0] if removing else np.zeros(0, int)
+    # Memories about to leave keep their old strength: writing it first would double the
+    # writes of a cycle that archives most of the store.
+    changed = np.abs(s.strength - s.old_strength) > 0.005
+    changed[gone] = False
+    for part in pacing.Pacer(mem.store).batches(np.nonzero(changed)[0], deadline):
+        with pacing.between_searches(mem), mem.store.transaction() as conn:
             conn.executemany("UPDATE records SET strength = ? WHERE rowid = ?",
-                             [(float(s.strength[i]), int(s.rowid[i])) for i in part])
+                             zip(s.strength[part].tolist(), s.rowid[part].tolist(), strict=True))
         report["updated"] += len(part)
+    if changed.sum() > report["updated"]:
+        report["stopped"] = "budget"
+        return report
 
     def why(i: int, limit: float, what: str) -> str:
         return (f"strength {s.strength[i]:.3f} < {limit} ({what}); importance "
@@ -114,57 +116,50 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
 
     # Below the archive threshold a memory leaves at once (the archive keeps its text for
     # an undo); between the two thresholds it loses its text.
-    floor = cfg.archive_threshold if cfg.forget_action != "none" else -1.0
-    weak = [int(i) for i in np.nonzero((s.strength < cfg.forget_threshold)
-                                       & (s.strength >= floor))[0] if not s.lossy[i]]
+    floor = cfg.archive_threshold if removing else -1.0
+    weak = np.nonzero((s.strength < cfg.forget_threshold) & (s.strength >= floor)
+                      & ~s.lossy)[0].tolist()
     report["demoted"] += _demote(mem, s, weak, deadline, cycle,
                                  lambda i: why(i, cfg.forget_threshold, "demote threshold"))
-    if cfg.forget_action != "none":
-        gone = [int(i) for i in np.nonzero(s.strength < cfg.archive_threshold)[0]]
+    if removing:
         report["archived" if cfg.forget_action == "archive" else "deleted"] += _remove(
-            mem, s, gone, deadline, cycle,
+            mem, s, gone.tolist(), deadline, cycle,
             lambda i: why(i, cfg.archive_threshold, f"{cfg.forget_action} threshold"))
     if cfg.budget_bytes_per_user is not None:
         _enforce_budget(mem, s, deadline, cycle, report)
     return report
 
 
-def _batches(idx: list[int], deadline: float) -> Iterator[list[int]]:
-    """Slices of ``idx`` for one transaction each, until the deadline passes."""
-    for start in range(0, len(idx), _ACTION_BATCH):
-        if time.perf_counter() > deadline:
-            return
-        yield idx[start:start + _ACTION_BATCH]
-
-
 def _demote(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
             reason: Any) -> int:
     done = 0
-    for part in _batches(idx, deadline):
+    for part in pacing.Pacer(mem.store).batches(idx, deadline):
         done += len(actions.demote(mem, [s.ids[i] for i in part],
                                    {s.ids[i]: reason(i) for i in part}, cycle=cycle, undoable=True))
-        for i in part:
-            s.lossy[i] = True
-            s.nbytes[i] = s.vector_bytes[i]
+        s.lossy[part] = True
+        s.nbytes[part] = s.vector_bytes[part]
     return done
 
 
 def _remove(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
             reason: Any) -> int:
     done = 0
-    for part in _batches(idx, deadline):
-        if mem.config.forget_action == "delete":
-            with mem._lock:
-                purge.delete(mem, [s.ids[i] for i in part], None, finish=False)
-            with mem.store.transaction() as conn:
-                for i in part:
-                    journal.log(conn, "forget", s.ids[i], s.users[i], reason(i) + "; deleted")
-        else:
-            actions.archive(mem, [s.ids[i] for i in part], {s.ids[i]: reason(i) for i in part},
-                            cycle=cycle, action="forget")
-        for i in part:
-            s.nbytes[i] = 0
-        done += len(part)
+    delete = mem.config.forget_action == "delete"
+    with actions.Unindexer(mem) as later:
+        for part in pacing.Pacer(mem.store).batches(idx, deadline):
+            if delete:
+                with mem._lock:
+                    purge.delete(mem, [s.ids[i] for i in part], None, finish=False)
+                with mem.store.transaction() as conn:
+                    journal.log_many(conn, "forget", [(s.ids[i], s.users[i],
+                                                       reason(i) + "; deleted", None)
+                                                      for i in part], cycle)
+            else:
+                actions.archive(mem, [s.ids[i] for i in part],
+                                {s.ids[i]: reason(i) for i in part}, cycle=cycle,
+                                action="forget", unindex=later)
+            s.nbytes[part] = 0
+            done += len(part)
     return done
 
 

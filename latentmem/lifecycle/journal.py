@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,9 @@ class Event:
         return f"#{self.seq} {stamp} {self.action}{target}: {self.reason}{tail}"
 
 
+# (record id, user id, reason, undo payload): one event of ``log_many``.
+Entry = tuple[str, str, str, dict[str, Any] | None]
+
 _COLS = "seq, at, cycle, action, record_id, user_id, reason, undo IS NOT NULL, undone_at"
 
 
@@ -80,6 +84,27 @@ def log(conn: sqlite3.Connection, action: str, record_id: str | None, user_id: s
     )
     assert cur.lastrowid is not None
     return int(cur.lastrowid)
+
+
+def log_many(conn: sqlite3.Connection, action: str, entries: Iterable[Entry],
+             cycle: str | None = None) -> None:
+    """``log`` for many memories at once, inside the caller's transaction. Each entry is
+    (record id, user id, reason, undo payload or None)."""
+    at = time.time()
+    dumped: dict[int, str] = {}  # one payload shared by many entries is serialised once
+
+    def dump(undo: dict[str, Any]) -> str:
+        text = dumped.get(id(undo))
+        if text is None:
+            text = dumped[id(undo)] = json.dumps(undo)
+        return text
+
+    conn.executemany(
+        "INSERT INTO events(at, cycle, action, record_id, user_id, reason, undo) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(at, cycle, action, rid, user, reason, None if undo is None else dump(undo))
+         for rid, user, reason, undo in entries],
+    )
 
 
 def _select(store: SQLiteStore, where: str, params: list[Any], order: str = "seq",

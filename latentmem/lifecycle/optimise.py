@@ -4,8 +4,8 @@ In order, each step bounded so a search never waits long behind it:
 1. Consistency (a store a crashing process left behind): every live memory has
    its full-text row and no full-text row outlives its memory; the vector index
    holds exactly the store's vectors (else it is rebuilt from SQLite).
-2. Full text: incremental merges in short steps until one segment is left, which
-   is what drops the terms of deleted and demoted memories for good.
+2. Full text: incremental merges in short steps; until one segment is left when memories
+   were demoted or deleted, which is what drops their terms for good.
 3. Journal: undo payloads older than ``undo_days`` are cleared (they hold text).
 4. SQLite: ``PRAGMA optimize`` (statistics for the planner); ``VACUUM`` on a
    separate connection when over a quarter of the file is free pages; the WAL is
@@ -51,20 +51,22 @@ def _repair_fts(mem: Memory, reader: sqlite3.Connection) -> dict[str, int]:
 
 def _merge_fts(mem: Memory, deadline: float) -> tuple[int, str]:
     """Merge full-text segments in small steps (each a short transaction, so searches
-    interleave) until FTS5 has nothing left to merge: then the index is one segment and
-    the terms of deleted or demoted memories are gone. ``delete`` purges at once."""
+    interleave). When memories lost their words for good since the last purge (demoted,
+    deleted: ``fts_dirty``), until FTS5 has nothing left to merge: then the index is one
+    segment and their terms are gone. Otherwise only where a level holds several segments:
+    a full merge after a large archiving reads every segment in one step (0.3-0.5 s of the
+    lock at 100k), and the words of archived memories are kept in the archive anyway.
+    ``delete`` purges at once."""
+    purge = mem.store.get_meta("fts_dirty") is not None
     steps = 0
     while time.perf_counter() < deadline:
-        with mem.store.transaction() as conn:
-            before = conn.total_changes
-            conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('merge', ?)",
-                         (-FTS_STEP_PAGES,))
-            wrote = conn.total_changes - before
+        wrote = mem.store.merge_fts(-FTS_STEP_PAGES if purge else FTS_STEP_PAGES)
         steps += 1
         if wrote < 2:
-            with mem.store.transaction() as conn:
-                conn.execute("DELETE FROM meta WHERE key = 'fts_dirty'")
-            return steps, "merged"
+            if purge:
+                with mem.store.transaction() as conn:
+                    conn.execute("DELETE FROM meta WHERE key = 'fts_dirty'")
+            return steps, "merged" if purge else "tidy"
     return steps, "partly merged (budget)"
 
 

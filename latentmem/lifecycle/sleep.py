@@ -57,6 +57,17 @@ def reader(mem: Memory) -> sqlite3.Connection:
     return conn
 
 
+def _phase(name: str, mem: Memory, conn: sqlite3.Connection, deadline: float, cycle: str,
+           now: float | None) -> dict[str, Any]:
+    if name == "consolidate":
+        return consolidate.run(mem, conn, deadline, cycle) if mem.config.consolidate else {}
+    if name == "forget":
+        return forget.run(mem, conn, deadline, cycle, now)
+    if name == "preload":
+        return preload.run(mem, deadline)
+    return optimise.run(mem, conn, deadline)
+
+
 def run_cycle(mem: Memory, budget: float | None = None,
               phases: tuple[str, ...] = PHASES, now: float | None = None) -> SleepReport:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
@@ -72,18 +83,9 @@ def run_cycle(mem: Memory, budget: float | None = None,
     report = SleepReport(cycle=cycle, seconds=0.0)
     conn = reader(mem)
     try:
-        for name in PHASES:
-            if name not in phases:
-                continue
+        for name in (p for p in PHASES if p in phases):
             t = time.perf_counter()
-            if name == "consolidate":
-                rep = consolidate.run(mem, conn, deadline, cycle) if mem.config.consolidate else {}
-            elif name == "forget":
-                rep = forget.run(mem, conn, deadline, cycle, now)
-            elif name == "preload":
-                rep = preload.run(mem, deadline)
-            else:
-                rep = optimise.run(mem, conn, deadline)
+            rep = _phase(name, mem, conn, deadline, cycle, now)
             rep["ms"] = round((time.perf_counter() - t) * 1e3, 1)
             report.phases[name] = rep
             conn.rollback()  # end the read snapshot: the next phase sees this one's writes
