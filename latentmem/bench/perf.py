@@ -142,7 +142,9 @@ def render(out: dict[str, Any]) -> str:
                 + f"); {r[f'search_during_{prefix}_n']} searches beside it: p50 "
                 f"{r.get(f'search_during_{prefix}_ms_p50', 0):.1f} ms, p95 "
                 f"{r.get(f'search_during_{prefix}_ms_p95', 0):.1f} ms, max "
-                f"{r.get(f'search_during_{prefix}_ms_max', 0):.1f} ms")
+                f"{r.get(f'search_during_{prefix}_ms_max', 0):.1f} ms; longest write of the "
+                f"cycle {r.get(f'{prefix}_longest_write_ms', 0):.1f} ms; full GC pauses (ms) "
+                f"{[round(x) for x in r.get(f'{prefix}_full_gc_ms', [])]}")
         if r.get("fill_synthetic_texts"):
             lines.append(f"n={r['n']:,}: the corpus ran out; {r['fill_synthetic_texts']:,} fill "
                          "texts are synthetic sentences")

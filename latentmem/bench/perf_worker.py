@@ -162,6 +162,27 @@ def _sleep_cycle(m: Any, texts: Texts, out: dict[str, Any]) -> None:
     """One full sleep cycle in a background thread while this thread keeps searching
     (query embedding included): how long the cycle takes, and what searches see
     meanwhile. A search slower than usual by tens of ms means it waited on the cycle."""
+    import gc
+
+    # What else stops a search: a full collection of the GC stops every thread (hundreds
+    # of ms in a process that loaded a model), with a cycle running or not.
+    pauses: list[float] = []
+    started: list[float] = [0.0]
+
+    def collected(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif info["generation"] == 2:
+            pauses.append((time.perf_counter() - started[0]) * 1e3)
+
+    gc.callbacks.append(collected)
+    try:
+        _cycles(m, texts, out, pauses)
+    finally:
+        gc.callbacks.remove(collected)
+
+
+def _cycles(m: Any, texts: Texts, out: dict[str, Any], pauses: list[float]) -> None:
     import threading
 
     # Two cycles: the first catches up on everything the store holds (here: forgetting
@@ -170,6 +191,8 @@ def _sleep_cycle(m: Any, texts: Texts, out: dict[str, Any]) -> None:
         report: list[Any] = []
         thread = threading.Thread(target=lambda r=report: r.append(m.sleep()), name="bench-sleep")
         during: list[float] = []
+        m.store.write_longest = 0.0
+        pauses.clear()
         t0 = time.perf_counter()
         thread.start()
         i = 0
@@ -182,6 +205,9 @@ def _sleep_cycle(m: Any, texts: Texts, out: dict[str, Any]) -> None:
         thread.join()
         out[f"{prefix}_seconds"] = time.perf_counter() - t0
         out[f"{prefix}_phases"] = report[0].to_dict()["phases"] if report else None
+        # The searches here write nothing (no access tracking): every write is the cycle's.
+        out[f"{prefix}_longest_write_ms"] = m.store.write_longest * 1e3
+        out[f"{prefix}_full_gc_ms"] = list(pauses)
         out[f"search_during_{prefix}_n"] = len(during)
         if during:
             out[f"search_during_{prefix}_ms_p50"] = pct(during, 50)

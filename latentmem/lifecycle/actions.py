@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, replace
@@ -65,6 +66,15 @@ def _why(reason: str | Mapping[str, str], record_id: str) -> str:
     return reason if isinstance(reason, str) else reason[record_id]
 
 
+def _history(conn: sqlite3.Connection, event: str, at: float,
+             reasons: Sequence[tuple[str, str]]) -> None:
+    """One history event per memory, with its reason, in one statement (see journal.log_many)."""
+    conn.execute("INSERT INTO history(record_id, event, at, detail) "
+                 "SELECT json_extract(value, '$[0]'), ?, ?, "
+                 "json_object('reason', json_extract(value, '$[1]')) FROM json_each(?)",
+                 (event, at, json.dumps(reasons)))
+
+
 def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
            cycle: str | None = None, undoable: bool = False) -> list[str]:
     """Drop the text of these memories for good (or, ``undoable``, until the undo window
@@ -83,17 +93,14 @@ def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
     rowids = [r.rowid for r in rows]
     done = json.dumps([r.record.id for r in rows])
     with pacing.between_searches(mem), mem.store.transaction() as conn:
-        conn.executemany(
-            "UPDATE records SET text = NULL, index_text = '', title = '', summary = ?, "
-            "updated_at = ? WHERE rowid = ?",
-            [(text, now, row.rowid) for row, text in zip(rows, recon, strict=True)])
+        conn.execute(
+            "UPDATE records SET text = NULL, index_text = '', title = '', summary = j.value, "
+            "updated_at = ? FROM json_each(?) j WHERE records.rowid = CAST(j.key AS INTEGER)",
+            (now, json.dumps({str(row.rowid): text for row, text in zip(rows, recon, strict=True)})))
         mem.store.drop_texts(conn, rowids)
         conn.execute(f"UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id {_IN}",
                      (done,))
-        conn.executemany("INSERT INTO history(record_id, event, at, detail) "
-                         "VALUES (?, 'DEMOTE', ?, ?)",
-                         [(r.record.id, now, json.dumps({"reason": _why(reason, r.record.id)}))
-                          for r in rows])
+        _history(conn, "DEMOTE", now, [(r.record.id, _why(reason, r.record.id)) for r in rows])
         journal.log_many(conn, "demote", [
             (r.record.id, r.record.user_id, _why(reason, r.record.id),
              {"op": "demote", "text": r.record.text, "index_text": r.index_text,
@@ -213,10 +220,7 @@ def archive(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
             conn.execute(f"DELETE FROM edges WHERE {end} {_IN} AND type != 'merged_from'",
                          (done,))
         conn.execute(f"DELETE FROM records WHERE rowid {_IN}", (rowids,))
-        conn.executemany("INSERT INTO history(record_id, event, at, detail) "
-                         "VALUES (?, 'ARCHIVE', ?, ?)",
-                         [(rid, now, json.dumps({"reason": _why(reason, rid)}))
-                          for _, rid, _, _ in found])
+        _history(conn, "ARCHIVE", now, [(rid, _why(reason, rid)) for _, rid, _, _ in found])
         journal.log_many(conn, action, [(rid, user, _why(reason, rid), _RESTORE)
                                         for _, rid, user, _ in found], cycle)
     by_user: dict[str, list[int]] = {}

@@ -24,6 +24,7 @@ then archived, until the user fits. Priority = strength x (0.5 + importance).
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import time
@@ -103,8 +104,10 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
     changed[gone] = False
     for part in pacing.Pacer(mem.store).batches(np.nonzero(changed)[0], deadline):
         with pacing.between_searches(mem), mem.store.transaction() as conn:
-            conn.executemany("UPDATE records SET strength = ? WHERE rowid = ?",
-                             zip(s.strength[part].tolist(), s.rowid[part].tolist(), strict=True))
+            conn.execute("UPDATE records SET strength = j.value FROM json_each(?) j "
+                         "WHERE records.rowid = CAST(j.key AS INTEGER)",
+                         (json.dumps(dict(zip(s.rowid[part].tolist(), s.strength[part].tolist(),
+                                              strict=True))),))
         report["updated"] += len(part)
     if changed.sum() > report["updated"]:
         report["stopped"] = "budget"

@@ -150,9 +150,10 @@ class SQLiteStore:
         self.lock = threading.RLock()
         self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
         self._row_count: tuple[int, int] | None = None
-        # Time write transactions held the lock, in all: a sleep cycle sizes its batches
-        # on it (latentmem/lifecycle/pacing.py).
+        # Time write transactions held the lock, in all (a sleep cycle sizes its batches on
+        # it: latentmem/lifecycle/pacing.py), and the longest one (bench perf reports it).
         self.write_seconds = 0.0
+        self.write_longest = 0.0
         # Set by the owner (Memory) to record entity mentions and `entity` edges on insert.
         self.entity_extractor: Callable[[str], list[str]] | None = None
         try:
@@ -202,7 +203,9 @@ class SQLiteStore:
                 self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
-            self.write_seconds += time.perf_counter() - began
+            held = time.perf_counter() - began
+            self.write_seconds += held
+            self.write_longest = max(self.write_longest, held)
 
     # -- meta ----------------------------------------------------------------
 
