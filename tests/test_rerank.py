@@ -190,6 +190,8 @@ def test_shipped_ranker_loads_and_bad_files_are_refused(tmp_path: Path) -> None:
         bad.write_text(text)
         with pytest.raises(InvalidInputError, match="ranker"):
             Ranker.load(bad)
+    with pytest.raises(InvalidInputError, match="cannot be read"):
+        Ranker.load(tmp_path / "missing.json")
 
 
 def test_memory_uses_the_configured_ranker(tmp_path: Path) -> None:

@@ -147,13 +147,17 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_args(p: argparse.ArgumentParser, fit_help: str) -> None:
+    """``--data`` and ``--fit``, shared by the benches that fit on part of LoCoMo."""
+    p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
+    p.add_argument("--fit", default=",".join(FIT), help=f"{fit_help} (default {','.join(FIT)})")
+
+
 def add_parser(subparsers: Any) -> None:
     from latentmem.bench.cli import engine_args
 
     p = subparsers.add_parser("ablate", help="each retrieval component switched off, on LoCoMo")
-    p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
-    p.add_argument("--fit", default=",".join(FIT),
-                   help="conversations the defaults were chosen on (default conv-26,conv-30)")
+    split_args(p, "conversations the defaults were chosen on")
     p.add_argument("--budget", type=int, default=1000, help="context budget in tokens")
     p.add_argument("--variants", type=_variants, default=None, metavar="JSON",
                    help="instead of the ablation list, these {name: {key: value}} variants "

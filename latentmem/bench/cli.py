@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,18 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _names(text: str) -> list[str]:
+def names_of(text: str, known: Iterable[str], what: str) -> list[str]:
+    """``a,b,c`` as a list, every name one of ``known`` (an argparse type)."""
+    allowed = list(known)
     names = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [n for n in names if n not in SYSTEMS]
+    unknown = [n for n in names if n not in allowed]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown systems {unknown}; expected some of {sorted(SYSTEMS)}")
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; expected some of {allowed}")
     return names
+
+
+def _names(text: str) -> list[str]:
+    return names_of(text, sorted(SYSTEMS), "systems")
 
 
 def default_cache(embedder: str) -> str:

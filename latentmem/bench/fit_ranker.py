@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def run_cli(args: argparse.Namespace) -> int:
         "examples": int(len(y)), "positives": int(y.sum()), "l2": args.l2, "steps": args.steps,
         "fit_part_recall": summary, **started,
     }
-    ranker = Ranker(ranker.weights, ranker.bias, ranker.mean, ranker.scale, ranker.depth, meta)
+    ranker = replace(ranker, meta=meta)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(ranker.to_json())
     for name, value in zip(FEATURES, ranker.weights, strict=True):
@@ -109,13 +110,11 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    from latentmem.bench.ablate import FIT
+    from latentmem.bench.ablate import split_args
     from latentmem.bench.cli import engine_args
 
     p = subparsers.add_parser("fit-ranker", help="fit the last-stage ranking model on LoCoMo's fit part")
-    p.add_argument("--data", required=True, help="LoCoMo JSON (list of samples)")
-    p.add_argument("--fit", default=",".join(FIT),
-                   help="the only conversations read (default conv-26,conv-30)")
+    split_args(p, "the only conversations read")
     p.add_argument("--out", default="latentmem/data/ranker.json", help="where the model is written")
     p.add_argument("--depth", type=int, default=100, help="hits per question the model reorders")
     p.add_argument("--l2", type=float, default=1.0, help="L2 penalty")

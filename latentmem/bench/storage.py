@@ -75,11 +75,9 @@ def variants(tiers: list[str], lifecycle: bool = True) -> list[Variant]:
 
 
 def _tiers(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [n for n in names if n not in TIERS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown tiers {bad}; expected some of {list(TIERS)}")
-    return names
+    from latentmem.bench.cli import names_of
+
+    return names_of(text, TIERS, "tiers")
 
 
 def disk(memory: Memory) -> dict[str, Any]:

@@ -115,7 +115,11 @@ class Ranker:
 
     @classmethod
     def load(cls, path: str | Path) -> Ranker:
-        return cls.from_json(Path(path).read_text(), str(path))
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise InvalidInputError(f"ranker file {path} cannot be read: {exc}") from exc
+        return cls.from_json(text, str(path))
 
 
 @lru_cache(maxsize=1)
