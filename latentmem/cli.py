@@ -239,6 +239,27 @@ def cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_inversion(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        report = m.audit_inversion(user_id=args.user, limit=args.limit, steps=args.steps)
+
+    def human() -> None:
+        if not report["n"]:
+            print(f"user {report['user_id']!r} has no memories with text to audit")
+            return
+        print(f"{report['n']} of {report['with_text']} memories with text, inverted from their "
+              f"stored {report['vector_tier']} vectors (vector_noise {report['vector_noise']}, "
+              f"{report['steps']} correction steps):")
+        print(f"  token F1 {report['token_f1']:.1f}  BLEU {report['bleu']:.1f}  exact "
+              f"{report['exact']:.1f}%  cosine {report['cosine']:.3f}")
+        for ex in report["examples"]:
+            print(f"  {ex['id']}  F1 {ex['token_f1']:.0f}\n    text:     {ex['text']}\n"
+                  f"    inverted: {ex['inverted']}")
+
+    _emit(args, report, human)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from latentmem.demo import run_demo
 
@@ -324,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, choices=range(0, 11), metavar="N",
                    help="correction steps, 0-10 (default 1)")
     p.set_defaults(func=cmd_invert)
+
+    p = sub.add_parser("audit-inversion", parents=[common],
+                       help="how much stored text the inverter recovers from the vectors alone")
+    p.add_argument("--limit", type=int, default=200, help="memories to sample (default 200)")
+    p.add_argument("--steps", type=int, default=0, choices=range(0, 11), metavar="N",
+                   help="correction steps, 0-10 (default 0)")
+    p.set_defaults(func=cmd_audit_inversion)
 
     p = sub.add_parser("demo", parents=[common], help="build, search and export a sample memory")
     p.set_defaults(func=cmd_demo)

@@ -95,6 +95,11 @@ class Config:
     vector_tier: str | None = None
     # "lossless" stores text; "lossy" stores vectors and metadata only (latent memory).
     mode: str = "lossless"
+    # Gaussian noise added to every stored vector (per dimension, times this; then
+    # re-normalised). It lowers how much text an inverter reads back from the vectors
+    # (Memory.audit_inversion) at some cost to retrieval; docs/inversion.md has both
+    # measured. Queries are not noised. Above 0 the store keeps no cache of clean vectors.
+    vector_noise: float = 0.0
     # Lifecycle: sleep cycles (latentmem/lifecycle/). Forgetting: strength half-life of an
     # untouched memory of importance 0; below forget_threshold a memory is demoted (text
     # dropped), below archive_threshold forget_action applies ("archive", "delete", "none").
@@ -173,4 +178,5 @@ _CHOICES = {
     "consolidate_mode": ("lossless", "lossy"),
     "consolidate_originals": ("keep", "demote", "archive"),
 }
-_SHARES = ("forget_threshold", "archive_threshold", "duplicate_threshold", "repeat_threshold")
+_SHARES = ("forget_threshold", "archive_threshold", "duplicate_threshold", "repeat_threshold",
+           "vector_noise")

@@ -93,7 +93,9 @@ class Memory:
         self.store.bind_vector_tier(config.vector_tier, base.dim)
         self.embedder: Embedder = base
         self._cache: EmbeddingCache | None = None
-        if config.embed_cache:
+        # A noised store keeps no clean vectors: its own cache would hold them. A shared
+        # cache file (embed_cache_path) is the caller's choice and stays.
+        if config.embed_cache and (config.embed_cache_path or not config.vector_noise):
             if config.embed_cache_path:
                 self._cache = EmbeddingCache.open(config.embed_cache_path)
             else:
@@ -258,6 +260,7 @@ class Memory:
             if not np.isfinite(vectors).all():
                 raise InvalidInputError("the embedder returned NaN or infinity; nothing was stored")
         cached = getattr(self.embedder, "hits", 0) - cached_before
+        vectors = self._noised(vectors)
         t_embed = time.perf_counter()
 
         texts = [text for _, text, _, _ in pieces]
@@ -330,6 +333,14 @@ class Memory:
             cached_embeddings=cached,
         )
 
+    def _noised(self, vectors: np.ndarray) -> np.ndarray:
+        """Stored vectors with ``config.vector_noise`` (fresh Gaussian noise each time)."""
+        scale = self.config.vector_noise
+        if not scale:
+            return vectors
+        noisy = vectors + scale * np.random.default_rng().standard_normal(vectors.shape)
+        return (noisy / np.linalg.norm(noisy, axis=-1, keepdims=True)).astype(np.float32)
+
     def _lossy(self, records: list[tuple[Record, str]]) -> list[tuple[Record, str]]:
         """``mode="lossy"``: keep vectors and metadata only. Nothing derived from the text
         is stored (title, summary, content hash, full text, entity mentions); the summary
@@ -400,6 +411,7 @@ class Memory:
                 vector = self.embedder.embed_batch([index_text])[0]
                 if not np.isfinite(vector).all():
                     raise InvalidInputError("the embedder returned NaN or infinity; nothing changed")
+                vector = self._noised(vector.reshape(1, -1))[0]
                 changes.setdefault("title", segment.derive_title(new_text))
                 changes["summary"] = segment.derive_summary(new_text)
                 changes["content_hash"] = content_hash(new_text)
@@ -782,6 +794,49 @@ class Memory:
                                     f"holds {self.embedder.name} vectors")
         return invert.invert_one(inverter, np.asarray(vector, dtype=np.float32),
                                  invert.DEFAULT_STEPS if steps is None else steps)
+
+    def audit_inversion(self, *, user_id: str | None = None, limit: int = 200, steps: int = 0,
+                        seed: int = 0) -> dict[str, Any]:
+        """How much of one user's stored text the inverter reads back from the stored vectors
+        alone: the privacy risk of leaking the vectors (Morris et al. 2023). Up to ``limit``
+        memories that still hold text, drawn at random (``seed``), are inverted with ``steps``
+        correction rounds and compared with their text (token F1, BLEU, exact match, x100)
+        and their vector (cosine of the re-embedded inversion). ``config.vector_noise``
+        is the dial that lowers it."""
+        from latentmem import invert
+        from latentmem.invert import metrics
+
+        user = check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id) or DEFAULT_USER
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError(f"limit must be a positive integer, found {limit!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 10:
+            raise InvalidInputError(f"steps must be an integer from 0 to 10, found {steps!r}")
+        inverter = invert.require_default()
+        if self.embedder.name != inverter.embedder:
+            raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
+                                    f"holds {self.embedder.name} vectors")
+        rows = [r for r in self.store.list_rows(Scope(user), with_vector=True)
+                if r.record.text and r.record.vector is not None]
+        if len(rows) > limit:
+            pick = np.random.default_rng(seed).choice(len(rows), size=limit, replace=False)
+            rows = [rows[i] for i in sorted(pick)]
+        report: dict[str, Any] = {"user_id": user, "steps": steps, "with_text": len(rows),
+                                  "vector_noise": self.config.vector_noise,
+                                  "vector_tier": self.store.codec.tier}
+        if not rows:
+            return {**report, "n": 0, "cosine": None, "token_f1": None, "bleu": None,
+                    "exact": None, "examples": []}
+        vectors = np.stack([np.asarray(r.record.vector, dtype=np.float32) for r in rows])
+        texts = inverter.invert(vectors, steps)
+        again = self.embedder.embed_batch(texts)
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        cosines = np.sum(again * unit, axis=1).tolist()
+        refs = [r.record.text or "" for r in rows]
+        f1 = [metrics.token_f1(h, t) for h, t in zip(texts, refs, strict=True)]
+        best = sorted(range(len(rows)), key=lambda i: -f1[i])[:3]  # the most recovered
+        return {**report, **metrics.scores(texts, refs, cosines),
+                "examples": [{"id": rows[i].record.id, "text": refs[i], "inverted": texts[i],
+                              "token_f1": round(100 * f1[i], 1)} for i in best]}
 
     def stats(self) -> dict[str, Any]:
         users = self.store.users()

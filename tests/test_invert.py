@@ -16,6 +16,7 @@ import pytest
 from latentmem import Memory
 from latentmem.bench import inversion
 from latentmem.errors import InvalidInputError, MissingExtraError
+from latentmem.invert import metrics
 from tests.conftest import SHARED_DATA, require_shared
 
 NAMES = ["Maya", "Tom", "Ana", "Leo", "Sara"]
@@ -34,15 +35,15 @@ def _corpus(path: Path) -> Path:
 
 
 def test_metrics_on_known_cases() -> None:
-    assert inversion.tokens("I'm at Café Lisboa!") == ["i", "'", "m", "at", "cafe", "lisboa", "!"]
-    assert inversion.token_f1("the cat sat", "the cat sat") == 1.0
-    assert inversion.token_f1("a dog", "the cat") == 0.0
-    assert inversion.token_f1("the cat", "the cat sat down") == pytest.approx(2 * 1 * 0.5 / 1.5)
+    assert metrics.tokens("I'm at Café Lisboa!") == ["i", "'", "m", "at", "cafe", "lisboa", "!"]
+    assert metrics.token_f1("the cat sat", "the cat sat") == 1.0
+    assert metrics.token_f1("a dog", "the cat") == 0.0
+    assert metrics.token_f1("the cat", "the cat sat down") == pytest.approx(2 * 1 * 0.5 / 1.5)
     refs = ["the cat sat on the mat .", "i like green tea a lot"]
-    assert inversion.corpus_bleu(refs, refs) == pytest.approx(100.0)
-    assert inversion.corpus_bleu(["completely other words here"], refs[:1]) == 0.0
-    assert 0 < inversion.corpus_bleu(["the cat sat on a mat ."], refs[:1]) < 100
-    assert inversion.exact("Hello, world!", "hello , world !")
+    assert metrics.corpus_bleu(refs, refs) == pytest.approx(100.0)
+    assert metrics.corpus_bleu(["completely other words here"], refs[:1]) == 0.0
+    assert 0 < metrics.corpus_bleu(["the cat sat on a mat ."], refs[:1]) < 100
+    assert metrics.exact("Hello, world!", "hello , world !")
     assert inversion.merge_recall("Maya likes jazz", "maya loves jazz music") == pytest.approx(2 / 3)
     assert inversion.bucket_of(5) == "1-8" and inversion.bucket_of(40) == ">32"
 
@@ -74,6 +75,8 @@ def test_tiny_training_lowers_the_loss_and_writes_small_weights(tiny: tuple[Path
     assert curve[-1]["train_loss"] < curve[1]["train_loss"]
     assert out.exists() and out.stat().st_size < 40 * 2**20
     assert json.loads(out.with_suffix(".json").read_text())["steps"] == 40
+    bow = meta["bow_curve"]  # stage 0, the content head, ran and was scored
+    assert bow[-1]["step"] == 20 and 0 <= bow[-1]["val_f1"] <= 1
 
 
 @pytest.mark.slow
@@ -141,6 +144,50 @@ def test_memory_invert_refuses_vectors_of_another_embedder(
     rid = mem.add("hash vectors are not MiniLM vectors").ids[0]
     with pytest.raises(InvalidInputError, match="all-MiniLM-L6-v2"):
         mem.invert(rid)
+
+
+@pytest.mark.slow
+def test_audit_inversion_measures_what_the_vectors_give_away(
+        tiny: tuple[Path, dict], real_mem: Memory, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from latentmem import invert
+    from latentmem.cli import main
+
+    monkeypatch.setenv(invert.ENV, str(tiny[0]))
+    texts = [f"{n} likes {t} in Lisbon." for n, t in zip(NAMES, THINGS, strict=True)]
+    ids = real_mem.add([{"text": t} for t in texts]).ids
+    real_mem.demote(ids[0])  # no text left to give away: not audited
+    report = real_mem.audit_inversion(limit=3)
+    assert report["n"] == 3 and report["with_text"] == 3 and report["steps"] == 0
+    assert 0 <= report["token_f1"] <= 100 and 0 <= report["bleu"] <= 100
+    assert -1 <= report["cosine"] <= 1 and report["vector_noise"] == 0.0
+    assert {e["text"] for e in report["examples"]} <= set(texts[1:])
+    assert real_mem.audit_inversion(user_id="nobody")["n"] == 0
+    with pytest.raises(InvalidInputError, match="limit"):
+        real_mem.audit_inversion(limit=0)
+    real_mem.close()
+    assert main(["audit-inversion", "--home", str(real_mem.home), "--limit", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
+
+
+def test_vector_noise_perturbs_stored_vectors_and_keeps_no_clean_copy(tmp_path: Path) -> None:
+    clean = Memory(tmp_path / "clean", embedder="hash")
+    noisy = Memory(tmp_path / "noisy", embedder="hash", vector_noise=0.05)
+    text = "Maya moved to Lisbon in May and took up the cello"
+    a = clean.get(clean.add(text).ids[0], include_vector=True).vector
+    rid = noisy.add(text).ids[0]
+    b = np.asarray(noisy.get(rid, include_vector=True).vector)
+    assert np.linalg.norm(b) == pytest.approx(1.0, abs=1e-4)
+    # d dimensions of N(0, 0.05^2) noise: expected cosine 1 / sqrt(1 + d * 0.0025)
+    assert float(np.dot(a, b)) == pytest.approx(1 / np.sqrt(1 + noisy.dim * 0.0025), abs=0.04)
+    noisy.add([{"text": f"filler memory number {i} about {t}"} for i, t in enumerate(THINGS)])
+    assert noisy.search(text, k=1)[0].id == rid
+    assert noisy.store.conn.execute("SELECT count(*) FROM embed_cache").fetchone()[0] == 0
+    for bad in (-0.1, 2, "x"):
+        with pytest.raises(InvalidInputError, match="vector_noise"):
+            Memory(tmp_path / "bad", embedder="hash", vector_noise=bad)
+    clean.close()
+    noisy.close()
 
 
 @pytest.mark.slow

