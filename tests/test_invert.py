@@ -170,6 +170,29 @@ def test_audit_inversion_measures_what_the_vectors_give_away(
     assert json.loads(capsys.readouterr().out)["n"] == 2
 
 
+@pytest.mark.slow
+def test_lossy_memories_carry_the_inverters_reading_but_sleep_does_not_invert(
+        tiny: tuple[Path, dict], minilm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latentmem import invert
+    from latentmem.lifecycle import actions
+
+    monkeypatch.setenv(invert.ENV, str(tiny[0]))
+    lossy = Memory(tmp_path / "lossy", embedder=minilm, mode="lossy")
+    rid = lossy.add("Maya likes green tea in Lisbon.").ids[0]
+    rec = lossy.get(rid)
+    assert rec.text is None and rec.summary  # the inverter's reading, never the text
+    assert "(reconstructed)" in lossy.context("green tea", budget_tokens=200).text
+    lossy.close()
+    mem = Memory(tmp_path / "plain", embedder=minilm)
+    a, b = mem.add([{"text": "Tom bought old maps in Leeds."},
+                    {"text": "Ana likes jazz records at the market."}]).ids
+    assert mem.demote(a) == [a] and mem.get(a).summary  # on request: read back at once
+    actions.demote(mem, [b], "as a sleep cycle does", reconstruct_text=False)
+    assert mem.get(b).text is None and mem.get(b).summary == ""
+    assert isinstance(mem.invert(b, steps=0), str)  # on demand instead
+    mem.close()
+
+
 def test_vector_noise_perturbs_stored_vectors_and_keeps_no_clean_copy(tmp_path: Path) -> None:
     clean = Memory(tmp_path / "clean", embedder="hash")
     noisy = Memory(tmp_path / "noisy", embedder="hash", vector_noise=0.05)

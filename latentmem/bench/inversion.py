@@ -115,14 +115,20 @@ def merge_recall(part: str, inverted: str) -> float | None:
 
 
 def run(texts: list[str], inverter: Any, embed: Any, steps: int, tok: Any,
-        nn_bank: tuple[list[str], np.ndarray, str] | None, pairs: int) -> dict[str, Any]:
-    targets = embed(texts)
+        nn_bank: tuple[list[str], np.ndarray, str] | None, pairs: int, noise: float = 0.0,
+        ) -> dict[str, Any]:
+    """``noise``: the targets get ``Config.vector_noise``'s Gaussian noise first (seeded), as
+    a noised store's vectors would; cosines are then to the noised vector."""
+    targets = np.asarray(embed(texts), dtype=np.float32)
+    if noise:
+        noisy = targets + noise * np.random.default_rng(0).standard_normal(targets.shape)
+        targets = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
     t0 = time.perf_counter()
     traces = inverter.invert_trace(targets, steps)
     invert_s = time.perf_counter() - t0
     n_tok = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     labels = [bucket_of(n) for n in n_tok]
-    result: dict[str, Any] = {"texts": len(texts), "steps": steps,
+    result: dict[str, Any] = {"texts": len(texts), "steps": steps, "noise": noise,
                               "invert_seconds": round(invert_s, 1),
                               "ms_per_text": round(1000 * invert_s / len(texts), 1)}
     by_step: dict[str, Any] = {}
@@ -212,6 +218,8 @@ def _print(result: dict[str, Any]) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from latentmem.invert import data, load, load_default
 
+    if not 0 <= args.noise <= 1:
+        raise InvalidInputError(f"--noise must be in [0, 1], found {args.noise}")
     for name in ("steps", "limit", "bank", "pairs"):
         value = getattr(args, name)
         if value is not None and value < (1 if name == "limit" else 0):
@@ -239,7 +247,8 @@ def run_cli(args: argparse.Namespace) -> int:
     nn_bank = bank(args.bank, inverter, tok, cache) if args.bank else None
     from latentmem.encode.minilm import shared_minilm
 
-    result = run(texts, inverter, shared_minilm().embed_batch, args.steps, tok, nn_bank, args.pairs)
+    result = run(texts, inverter, shared_minilm().embed_batch, args.steps, tok, nn_bank, args.pairs,
+                 args.noise)
     meta = getattr(getattr(inverter, "model", None), "meta", {}) or {}
     result = {"benchmark": "inversion", "data": str(args.data), "limit": args.limit,
               "weights": str(args.weights or "default"),
@@ -262,6 +271,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--pairs", type=int, default=50, help="sentence pairs for the merge evaluation")
     p.add_argument("--cache", default=None, help="embedding cache directory for the bank")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="Gaussian noise on the vectors first, as Config.vector_noise (default 0)")
     p.add_argument("--bow-weight", type=float, default=None,
                    help="weight of the content head's log-probabilities in decoding "
                         "(default: the weights file's own)")

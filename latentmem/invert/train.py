@@ -80,15 +80,16 @@ CONFIGS: dict[str, TrainConfig] = {
         model=ModelConfig(layers=(0, 1), prefix=8, cond_hidden=512, hyp_cond=False,
                           max_len=66, dropout=0.0, bow_hidden=1536, bow_k=24),
         sentences=200_000, max_tokens=32, prefer=("msc", "topical_chat", "synthetic_persona_chat"),
-        prefer_frac=0.5, val=1000, shortlist=12_288, batch=32, steps=1_000_000, minutes=60.0,
+        prefer_frac=0.5, val=1000, shortlist=12_288, batch=64, steps=1_000_000, minutes=50.0,
         lr=1e-3, warmup=200, eval_every=500, bow_steps=100_000, bow_batch=256, bow_minutes=10.0),
     # The full recipe, one H100 call under 10 minutes (docs/inversion.md, "GPU recipe").
     "gpu": TrainConfig(
         model=ModelConfig(layers=(0, 1, 2, 3, 4, 5), prefix=16, cond_hidden=512, hyp_cond=True,
-                          max_len=64, dropout=0.05),
+                          max_len=66, dropout=0.05, bow_hidden=1536, bow_k=32),
         sentences=None, max_tokens=32, val=2000, batch=512, steps=20_000, minutes=6.0,
         lr=5e-4, warmup=500, corr_examples=100_000, corr_share=0.2, eval_every=500,
-        device="cuda", bf16=True, embed_batch=1024),
+        device="cuda", bf16=True, embed_batch=1024, bow_steps=20_000, bow_batch=2048,
+        bow_minutes=1.0),
 }
 
 

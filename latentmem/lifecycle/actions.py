@@ -76,11 +76,15 @@ def _history(conn: sqlite3.Connection, event: str, at: float,
 
 
 def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
-           cycle: str | None = None, undoable: bool = False) -> list[str]:
+           cycle: str | None = None, undoable: bool = False, reconstruct_text: bool = True,
+           ) -> list[str]:
     """Drop the text of these memories for good (or, ``undoable``, until the undo window
     passes), in one transaction. ``reason``: one for all, or one per id. Already-lossy
-    memories are skipped. Returns the ids demoted."""
-    invert = mem.inverter() is not None  # vectors are read only to reconstruct a text
+    memories are skipped. Returns the ids demoted. ``reconstruct_text``: store the
+    inverter's reading of the vector as the summary (when an inverter is shipped); sleep
+    cycles pass False, because inverting costs tens of milliseconds a memory and a cycle
+    may demote thousands (``m.invert(id)`` reads any of them back on demand)."""
+    invert = reconstruct_text and mem.inverter() is not None  # vectors are read only for it
     rows = [r for r in mem.store.get_rows_by_id(list(ids), with_vector=invert)
             if r.record.text is not None]
     if not rows:
@@ -364,7 +368,7 @@ def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = 
     if originals == "archive":
         archive(mem, id_list, why, cycle=cycle, unindex=unindex)
     elif originals == "demote":
-        demote(mem, id_list, why, cycle=cycle, undoable=True)
+        demote(mem, id_list, why, cycle=cycle, undoable=True, reconstruct_text=False)
     return mem.store.get_row(merged.id).record
 
 

@@ -13,7 +13,8 @@ importance 0 after about 4. The clock runs on record time (``created_at``), neve
 ``event_time``: importing a 2019 chat log must not forget it on arrival.
 
 Below ``forget_threshold`` a memory is demoted (text dropped, vector kept: still
-found by meaning, shown reconstructed); below ``archive_threshold`` the configured
+found by meaning; ``m.invert(id)`` reads its text back, not done here because inverting
+costs tens of milliseconds a memory); below ``archive_threshold`` the configured
 ``forget_action`` archives it (undoable) or deletes it. Automatic demotions keep
 their text in the journal for ``undo_days`` so a cycle's decisions can be reversed.
 
@@ -138,7 +139,8 @@ def _demote(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
     done = 0
     for part in pacing.Pacer(mem.store).batches(idx, deadline):
         done += len(actions.demote(mem, [s.ids[i] for i in part],
-                                   {s.ids[i]: reason(i) for i in part}, cycle=cycle, undoable=True))
+                                   {s.ids[i]: reason(i) for i in part}, cycle=cycle, undoable=True,
+                                   reconstruct_text=False))
         s.lossy[part] = True
         s.nbytes[part] = s.vector_bytes[part]
     return done
