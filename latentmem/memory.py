@@ -822,6 +822,7 @@ class Memory:
             rows = [rows[i] for i in sorted(pick)]
         report: dict[str, Any] = {"user_id": user, "steps": steps, "with_text": len(rows),
                                   "vector_noise": self.config.vector_noise,
+                                  "bleu_impl": metrics.bleu_impl(),
                                   "vector_tier": self.store.codec.tier}
         if not rows:
             return {**report, "n": 0, "cosine": None, "token_f1": None, "bleu": None,

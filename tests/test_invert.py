@@ -44,6 +44,10 @@ def test_metrics_on_known_cases() -> None:
     assert metrics.corpus_bleu(["completely other words here"], refs[:1]) == 0.0
     assert 0 < metrics.corpus_bleu(["the cat sat on a mat ."], refs[:1]) < 100
     assert metrics.exact("Hello, world!", "hello , world !")
+    # The reported BLEU is sacrebleu's (the bench extra installs it), on lowercased text.
+    assert metrics.bleu_impl().startswith("sacrebleu")
+    assert metrics.bleu(["The Cat sat on the mat ."], refs[:1]) == pytest.approx(100.0)
+    assert 0 < metrics.bleu(["the cat sat on a mat ."], refs[:1]) < 100
     assert inversion.merge_recall("Maya likes jazz", "maya loves jazz music") == pytest.approx(2 / 3)
     assert inversion.bucket_of(5) == "1-8" and inversion.bucket_of(40) == ">32"
 

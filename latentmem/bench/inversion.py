@@ -6,7 +6,7 @@ and compared with the original (``latentmem/invert/metrics.py`` defines the text
 
 * cosine: MiniLM(inverted) . target;
 * token_f1: bag-of-words F1 over words (punctuation left out), mean over texts, x100;
-* bleu: corpus BLEU-4 of our own (sacrebleu is not a dependency), x100;
+* bleu: corpus BLEU x100, sacrebleu's when installed (``bleu_impl`` in the output says);
 * exact: the word and punctuation sequences are equal.
 
 Baseline: the nearest neighbour of each target in a bank of corpus sentences (its size is
@@ -28,7 +28,7 @@ import numpy as np
 
 from latentmem.bench.report import stamp, table, write_json
 from latentmem.errors import InvalidInputError, MissingExtraError
-from latentmem.invert.metrics import scores, words
+from latentmem.invert.metrics import bleu_impl, scores, words
 
 MAX_TOKENS = 32
 BUCKETS = ((1, 8), (9, 16), (17, 24), (25, 32), (33, 10**9))
@@ -252,7 +252,7 @@ def run_cli(args: argparse.Namespace) -> int:
     meta = getattr(getattr(inverter, "model", None), "meta", {}) or {}
     result = {"benchmark": "inversion", "data": str(args.data), "limit": args.limit,
               "weights": str(args.weights or "default"),
-              "bow_weight": getattr(inverter, "bow_weight", None),
+              "bow_weight": getattr(inverter, "bow_weight", None), "bleu_impl": bleu_impl(),
               "trained_on": {k: meta.get(k) for k in ("sentences", "examples", "device")},
               **result, "seconds": round(time.perf_counter() - t0, 1), **started}
     _print(result)

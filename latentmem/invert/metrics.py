@@ -4,9 +4,11 @@ Words are lowercased, accent-stripped and split as ``\\w+|[^\\w\\s]``, so "I'm" 
 both sides, as MiniLM's tokenizer sees it.
 
 * ``token_f1``: bag-of-words F1 over words (punctuation left out);
-* ``corpus_bleu``: corpus BLEU-4 (uniform weights, brevity penalty, no smoothing), x100. It
-  is computed here because sacrebleu is not a dependency: Papineni et al.'s corpus BLEU on
-  this tokenisation, so it will not match sacrebleu's 13a tokenisation to the decimal;
+* ``bleu``: corpus BLEU x100 from sacrebleu (lowercased, its 13a tokenisation: the number
+  papers report) when it is installed (the ``bench`` extra, which ``make`` installs); else
+  ``corpus_bleu``, our own corpus BLEU-4 (uniform weights, brevity penalty, no smoothing)
+  on the tokenisation above, which differs from sacrebleu's in the decimals.
+  ``bleu_impl()`` names the one in use;
 * ``exact``: the word and punctuation sequences are equal.
 
 ``latentmem bench inversion`` and ``Memory.audit_inversion`` both report these.
@@ -19,6 +21,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +68,28 @@ def corpus_bleu(hyps: Sequence[str], refs: Sequence[str], n: int = 4) -> float:
     return 100 * bp * math.exp(log_p)
 
 
+def _sacrebleu() -> Any:
+    try:
+        import sacrebleu
+    except ImportError:
+        return None
+    return sacrebleu
+
+
+def bleu_impl() -> str:
+    sb = _sacrebleu()
+    return (f"sacrebleu {sb.__version__}, 13a, lowercased" if sb is not None
+            else "latentmem corpus_bleu (sacrebleu not installed)")
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus BLEU x100 (see the module docstring for which)."""
+    sb = _sacrebleu()
+    if sb is None:
+        return corpus_bleu(hyps, refs)
+    return float(sb.corpus_bleu(list(hyps), [list(refs)], lowercase=True).score)
+
+
 def exact(hyp: str, ref: str) -> bool:
     return tokens(hyp) == tokens(ref)
 
@@ -75,6 +100,6 @@ def scores(hyps: Sequence[str], refs: Sequence[str], cosines: Sequence[float]) -
         "n": len(refs),
         "cosine": round(float(np.mean(cosines)) if len(cosines) else math.nan, 4),
         "token_f1": round(100 * sum(token_f1(h, r) for h, r in zip(hyps, refs, strict=True)) / n, 2),
-        "bleu": round(corpus_bleu(hyps, refs), 2) if refs else math.nan,
+        "bleu": round(bleu(hyps, refs), 2) if refs else math.nan,
         "exact": round(100 * sum(exact(h, r) for h, r in zip(hyps, refs, strict=True)) / n, 2),
     }
