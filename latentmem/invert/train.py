@@ -93,6 +93,13 @@ CONFIGS: dict[str, TrainConfig] = {
 }
 
 
+def warm_cosine(peak: float, step: int, warmup: int, progress: float) -> float:
+    """The learning rate: linear warm-up over ``warmup`` steps, then a cosine from ``peak``
+    to zero as ``progress`` goes from 0 to 1."""
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    return peak * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def _content_head(name: str) -> bool:
     return name.startswith("bow.") or name == "bow_bias"
 
@@ -144,9 +151,8 @@ class Trainer:
             if minutes is not None and elapsed > minutes * 60:
                 break
             progress = max((step + 1) / steps, elapsed / (minutes * 60) if minutes else 0.0)
-            warm = min(1.0, (step + 1) / max(1, cfg.warmup))
             for g in opt.param_groups:
-                g["lr"] = cfg.bow_lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+                g["lr"] = warm_cosine(cfg.bow_lr, step, cfg.warmup, progress)
             _, seqs, targets = batches.sample(cfg.bow_batch)
             loss = self.model.bow_loss(torch.from_numpy(targets).to(cfg.device), data.pad(seqs, cfg.device))
             opt.zero_grad(set_to_none=True)
@@ -179,8 +185,7 @@ class Trainer:
         return float(np.mean(f1s))
 
     def _lr(self, progress: float) -> float:
-        warm = min(1.0, (self.step + 1) / max(1, self.cfg.warmup))
-        return self.cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return warm_cosine(self.cfg.lr, self.step, self.cfg.warmup, progress)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         cfg = self.cfg
@@ -378,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", type=int, default=None, help="override the config's count")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--minutes", type=float, default=None, help="stop training after this long")
     p.add_argument("--bow-minutes", type=float, default=None,
                    help="stop training the content head (stage 0) after this long")
@@ -404,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CONFIGS[args.config]
     overrides = {k: v for k, v in (("sentences", args.sentences), ("steps", args.steps),
                                    ("minutes", args.minutes), ("device", args.device),
-                                   ("batch", args.batch), ("bow_minutes", args.bow_minutes))
+                                   ("batch", args.batch), ("bow_minutes", args.bow_minutes),
+                                   ("lr", args.lr))
                  if v is not None}
     cfg = replace(cfg, **overrides)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
