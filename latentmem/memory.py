@@ -815,12 +815,13 @@ class Memory:
         if self.embedder.name != inverter.embedder:
             raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
                                     f"holds {self.embedder.name} vectors")
-        rows = [r for r in self.store.list_rows(Scope(user), with_vector=True)
+        rowids = self.store.rowids_in_scope(Scope(user), with_text=True)
+        with_text = len(rowids)
+        if with_text > limit:
+            rowids = np.sort(np.random.default_rng(seed).choice(rowids, size=limit, replace=False))
+        rows = [r for r in self.store.get_rows_by_rowid(rowids.tolist(), with_vector=True).values()
                 if r.record.text and r.record.vector is not None]
-        if len(rows) > limit:
-            pick = np.random.default_rng(seed).choice(len(rows), size=limit, replace=False)
-            rows = [rows[i] for i in sorted(pick)]
-        report: dict[str, Any] = {"user_id": user, "steps": steps, "with_text": len(rows),
+        report: dict[str, Any] = {"user_id": user, "steps": steps, "with_text": with_text,
                                   "vector_noise": self.config.vector_noise,
                                   "bleu_impl": metrics.bleu_impl(),
                                   "vector_tier": self.store.codec.tier}

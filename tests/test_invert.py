@@ -197,7 +197,7 @@ def test_audit_inversion_measures_what_the_vectors_give_away(
     ids = real_mem.add([{"text": t} for t in texts]).ids
     real_mem.demote(ids[0])  # no text left to give away: not audited
     report = real_mem.audit_inversion(limit=3)
-    assert report["n"] == 3 and report["with_text"] == 3 and report["steps"] == 0
+    assert report["n"] == 3 and report["with_text"] == 4 and report["steps"] == 0
     assert 0 <= report["token_f1"] <= 100 and 0 <= report["bleu"] <= 100
     assert -1 <= report["cosine"] <= 1 and report["vector_noise"] == 0.0
     assert {e["text"] for e in report["examples"]} <= set(texts[1:])

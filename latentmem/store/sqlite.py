@@ -739,8 +739,11 @@ class SQLiteStore:
             row = self.conn.execute(f"SELECT count(*) FROM records{where}", params).fetchone()
         return int(row[0])
 
-    def rowids_in_scope(self, scope: Scope) -> np.ndarray:
+    def rowids_in_scope(self, scope: Scope, with_text: bool = False) -> np.ndarray:
+        """Rowids of the scope's memories (``with_text``: only those that still hold text)."""
         clause, params = scope.where()
+        if with_text:
+            clause += " AND text IS NOT NULL"
         with self.lock:
             rows = self.conn.execute(f"SELECT rowid FROM records WHERE {clause}", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
