@@ -775,6 +775,17 @@ class Memory:
         return actions.merge(self, ids, weights=weights, mode=mode, originals=originals,
                              user_id=user_id)
 
+    def _required_inverter(self) -> Any:
+        """The shipped inverter (``MissingExtraError`` without one), if it reads this store's
+        vectors."""
+        from latentmem import invert
+
+        inverter = invert.require_default()
+        if self.embedder.name != inverter.embedder:
+            raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
+                                    f"holds {self.embedder.name} vectors")
+        return inverter
+
     def invert(self, vector_or_id: str | Sequence[float] | np.ndarray, *, steps: int | None = None,
                user_id: str | None = None) -> str:
         """The text latentmem's trained inverter reads back from a vector, or from the stored
@@ -782,16 +793,12 @@ class Memory:
         ``latentmem.invert.DEFAULT_STEPS``). docs/inversion.md says how close it gets."""
         from latentmem import invert
 
-        if isinstance(steps, bool) or not (steps is None or isinstance(steps, int) and 0 <= steps <= 10):
-            raise InvalidInputError(f"steps must be an integer from 0 to 10, found {steps!r}")
+        _check_steps(steps, none_ok=True)
         if isinstance(vector_or_id, str):
             vector = self._owned(vector_or_id, user_id, with_vector=True).record.vector
         else:
             vector = check_vector(vector_or_id, self.dim, "vector")
-        inverter = invert.require_default()
-        if self.embedder.name != inverter.embedder:
-            raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
-                                    f"holds {self.embedder.name} vectors")
+        inverter = self._required_inverter()
         return invert.invert_one(inverter, np.asarray(vector, dtype=np.float32),
                                  invert.DEFAULT_STEPS if steps is None else steps)
 
@@ -803,18 +810,13 @@ class Memory:
         correction rounds and compared with their text (token F1, BLEU, exact match, x100)
         and their vector (cosine of the re-embedded inversion). ``config.vector_noise``
         is the dial that lowers it."""
-        from latentmem import invert
         from latentmem.invert import metrics
 
         user = check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id) or DEFAULT_USER
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError(f"limit must be a positive integer, found {limit!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 10:
-            raise InvalidInputError(f"steps must be an integer from 0 to 10, found {steps!r}")
-        inverter = invert.require_default()
-        if self.embedder.name != inverter.embedder:
-            raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
-                                    f"holds {self.embedder.name} vectors")
+        _check_steps(steps, none_ok=False)
+        inverter = self._required_inverter()
         rowids = self.store.rowids_in_scope(Scope(user), with_text=True)
         with_text = len(rowids)
         if with_text > limit:
@@ -915,3 +917,9 @@ class Memory:
         scope = None if user_id is None else self._scope(user_id, None, None)
         rows: list[StoredRow] = self.store.list_rows(scope, with_vector=True)
         return [r.record for r in rows], self.store.all_edges(user_id)
+
+
+def _check_steps(steps: object, none_ok: bool) -> None:
+    if isinstance(steps, bool) or not (none_ok and steps is None
+                                       or isinstance(steps, int) and 0 <= steps <= 10):
+        raise InvalidInputError(f"steps must be an integer from 0 to 10, found {steps!r}")

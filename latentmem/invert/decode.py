@@ -37,10 +37,11 @@ def beam_search(model: InverterModel, target: torch.Tensor, hyp: torch.Tensor | 
     ``bow_weight``: add that times the content head's log-probability of each piece."""
     b_size = target.shape[0]
     max_len = min(max_len or model.config.max_len, model.config.max_len)
-    mems = model.memories(model.context(target, hyp).repeat_interleave(beam, 0))
+    bow = model.bow_logits(target).float() if model.config.bow_hidden else None
+    mems = model.memories(model.context(target, hyp, bow).repeat_interleave(beam, 0))
     bias = None
-    if bow_weight and model.config.bow_hidden:
-        bias = F.logsigmoid(model.bow_logits(target).float())
+    if bow_weight and bow is not None:
+        bias = F.logsigmoid(bow)
         if model.config.vocab:
             bias = bias[:, model.vocab]
         bias = (bow_weight * bias).repeat_interleave(beam, 0)

@@ -213,21 +213,24 @@ class InverterModel(nn.Module):
         """(B, 384) -> (B, vocabulary) logits that each word piece is in the text."""
         return self.bow(target) @ self.word.T + self.bow_bias
 
-    def bow_words(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The content head's ``bow_k`` likeliest word pieces (ids, probabilities), best first."""
+    def bow_words(self, target: torch.Tensor, logits: torch.Tensor | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The content head's ``bow_k`` likeliest word pieces (ids, probabilities), best first;
+        ``logits``: ``bow_logits(target)`` when the caller has them already."""
         with torch.no_grad():
-            logits = self.bow_logits(target).float()
+            logits = (self.bow_logits(target) if logits is None else logits).float().clone()
             logits[:, [PAD, UNK, CLS, SEP]] = -torch.inf
             top, ids = logits.topk(self.config.bow_k, dim=-1)
         return ids, torch.sigmoid(top)
 
-    def context(self, target: torch.Tensor, hyp: torch.Tensor | None = None) -> torch.Tensor:
+    def context(self, target: torch.Tensor, hyp: torch.Tensor | None = None,
+                bow_logits: torch.Tensor | None = None) -> torch.Tensor:
         """What the decoder cross-attends to: the pseudo-tokens, then (with a content head
         feeding it) the head's top word pieces."""
         prefix = self.prefix(target, hyp)
         if not (self.config.bow_hidden and self.config.bow_k):
             return prefix
-        ids, prob = self.bow_words(target)
+        ids, prob = self.bow_words(target, bow_logits)
         words = torch.cat([F.embedding(ids, self.word), prob.unsqueeze(-1)], dim=-1)
         return torch.cat([prefix, self.bow_ln(self.bow_in(words.to(prefix.dtype)))], dim=1)
 

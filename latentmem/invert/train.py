@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ CONFIGS: dict[str, TrainConfig] = {
         sentences=300, max_tokens=20, val=32, shortlist=1000, batch=16, steps=40, lr=1e-3,
         warmup=5, corr_examples=32, corr_share=0.25, eval_every=10, embed_batch=64,
         bow_steps=20, bow_batch=32),
-    # What two CPU cores can do in about an hour and a half (docs/inversion.md, "CPU runs").
+    # What two CPU cores do in about 75 minutes with the embedding (docs/inversion.md, "CPU runs").
     "cpu": TrainConfig(
         model=ModelConfig(layers=(0, 1), prefix=8, cond_hidden=512, hyp_cond=False,
                           max_len=66, dropout=0.0, bow_hidden=1536, bow_k=24),
@@ -98,6 +99,15 @@ def warm_cosine(peak: float, step: int, warmup: int, progress: float) -> float:
     to zero as ``progress`` goes from 0 to 1."""
     warm = min(1.0, (step + 1) / max(1, warmup))
     return peak * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _clock(steps: int, minutes: float | None, t0: float) -> Iterator[tuple[int, float]]:
+    """(step, seconds since ``t0``) for up to ``steps`` steps, stopping once ``minutes`` pass."""
+    for step in range(steps):
+        elapsed = time.perf_counter() - t0
+        if minutes is not None and elapsed > minutes * 60:
+            return
+        yield step, elapsed
 
 
 def _content_head(name: str) -> bool:
@@ -146,10 +156,7 @@ class Trainer:
         batches = data.Batches(self.ids, self.vectors, cfg.model.max_len, cfg.pair_frac, seed=2)
         t0 = time.perf_counter()
         window: list[float] = []
-        for step in range(steps):
-            elapsed = time.perf_counter() - t0
-            if minutes is not None and elapsed > minutes * 60:
-                break
+        for step, elapsed in _clock(steps, minutes, t0):
             progress = max((step + 1) / steps, elapsed / (minutes * 60) if minutes else 0.0)
             for g in opt.param_groups:
                 g["lr"] = warm_cosine(cfg.bow_lr, step, cfg.warmup, progress)
@@ -226,10 +233,7 @@ class Trainer:
         self.model.train()
         t0 = time.perf_counter()
         window: list[float] = []
-        for _ in range(steps):
-            elapsed = time.perf_counter() - t0
-            if minutes is not None and elapsed > minutes * 60:
-                break
+        for _, elapsed in _clock(steps, minutes, t0):
             progress = max((self.step + 1) / total_steps,
                            (self.train_seconds + elapsed) / (total_minutes * 60) if total_minutes else 0)
             lr = self._lr(progress)
