@@ -25,6 +25,19 @@ def test_embeddings_are_unit_384d_and_meaningful(minilm) -> None:  # type: ignor
     assert np.allclose(alone, v[1], atol=1e-5)
 
 
+def test_loading_the_model_moves_its_objects_out_of_the_collectors_reach(minilm) -> None:  # type: ignore[no-untyped-def]
+    import gc
+    import os
+
+    minilm.embed_batch(["load it"])
+    if os.environ.get("LATENTMEM_GC_FREEZE") == "0":
+        pytest.skip("LATENTMEM_GC_FREEZE=0 keeps the collector untouched")
+    # torch and transformers leave ~390k objects; a full collection walked them all (~200 ms).
+    assert gc.get_freeze_count() > 100_000
+    gc.collect()
+    assert gc.get_freeze_count() > 100_000  # a collection does not thaw them
+
+
 def test_acceptance_scenario(real_mem: Memory) -> None:
     real_mem.add("I moved to Lisbon in May 2023", user_id="ana")
     real_mem.add("My favourite food is grilled sardines", user_id="ana")

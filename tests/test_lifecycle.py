@@ -374,13 +374,20 @@ def test_pacer_sizes_each_batch_on_the_time_transactions_held_the_lock(tmp_path:
     store = SQLiteStore(tmp_path / "pacer.db")
     pacer = pacing.Pacer(store, first=10)
     sizes = []
+
+    def automerge() -> int:
+        row = store.conn.execute("SELECT v FROM records_fts_config WHERE k = 'automerge'").fetchone()
+        return 4 if row is None else int(row[0])  # absent: FTS5's default
+
     for part in pacer.batches(list(range(3000)), deadline=float("inf")):
+        assert automerge() == 0  # the cycle's own merge steps do the merging meanwhile
         sizes.append(len(part))
         store.write_seconds += 1e-4 * len(part)  # as if each memory held the lock 0.1 ms
     assert sum(sizes) == 3000 and sizes[0] == 10
     assert sizes[-2] == round(pacing.TX_TARGET_S / 1e-4)
     assert list(pacer.batches(list(range(10)), deadline=time.perf_counter() - 1)) == []
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # as it was
+    assert automerge() == pacing.FTS_AUTOMERGE
     store.close()
 
 

@@ -143,7 +143,9 @@ def render(out: dict[str, Any]) -> str:
                 f"{r.get(f'search_during_{prefix}_ms_p50', 0):.1f} ms, p95 "
                 f"{r.get(f'search_during_{prefix}_ms_p95', 0):.1f} ms, max "
                 f"{r.get(f'search_during_{prefix}_ms_max', 0):.1f} ms; longest write of the "
-                f"cycle {r.get(f'{prefix}_longest_write_ms', 0):.1f} ms; full GC pauses (ms) "
+                f"cycle {r.get(f'{prefix}_longest_write_ms', 0):.1f} ms; longest hold of the "
+                f"Memory's lock {r.get(f'{prefix}_longest_memory_lock_ms', 0):.1f} ms, of the "
+                f"store's {r.get(f'{prefix}_longest_store_lock_ms', 0):.1f} ms; full GC pauses (ms) "
                 f"{[round(x) for x in r.get(f'{prefix}_full_gc_ms', [])]}")
         if r.get("fill_synthetic_texts"):
             lines.append(f"n={r['n']:,}: the corpus ran out; {r['fill_synthetic_texts']:,} fill "

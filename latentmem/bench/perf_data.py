@@ -230,3 +230,43 @@ def wait_quiet(limit_s: float, threshold: float = 0.1, window_s: float = 2.0) ->
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
+
+
+class HeldLock:
+    """A stand-in for a re-entrant lock that records, for one thread, how long each of its
+    outermost holds lasted: what a search waiting for that lock could have waited. Used to
+    measure how long a sleep cycle blocks searches, whatever it does while it holds the
+    lock (a write, an index rebuild, a merge)."""
+
+    def __init__(self, inner: Any, thread_name: str) -> None:
+        self.inner, self.thread_name = inner, thread_name
+        self.holds: list[float] = []
+        self._depth = 0
+        self._since = 0.0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = bool(self.inner.acquire(blocking, timeout))
+        if got and _thread_name() == self.thread_name:
+            self._depth += 1
+            if self._depth == 1:
+                self._since = time.perf_counter()
+        return got
+
+    def release(self) -> None:
+        if _thread_name() == self.thread_name:
+            self._depth -= 1
+            if self._depth == 0:
+                self.holds.append(time.perf_counter() - self._since)
+        self.inner.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _thread_name() -> str:
+    import threading
+
+    return threading.current_thread().name

@@ -30,6 +30,7 @@ import numpy as np
 
 from latentmem.bench.perf_data import (
     CpuShare,
+    HeldLock,
     Texts,
     generated_vectors,
     load_texts,
@@ -192,6 +193,9 @@ def _cycles(m: Any, texts: Texts, out: dict[str, Any], pauses: list[float]) -> N
         thread = threading.Thread(target=lambda r=report: r.append(m.sleep()), name="bench-sleep")
         during: list[float] = []
         m.store.write_longest = 0.0
+        # The two locks a search takes: how long the cycle held each, at most.
+        locks = {"memory": HeldLock(m._lock, thread.name), "store": HeldLock(m.store.lock, thread.name)}
+        m._lock, m.store.lock = locks["memory"], locks["store"]
         pauses.clear()
         t0 = time.perf_counter()
         thread.start()
@@ -203,7 +207,11 @@ def _cycles(m: Any, texts: Texts, out: dict[str, Any], pauses: list[float]) -> N
             during.append((time.perf_counter() - t) * 1e3)
             i += 1
         thread.join()
+        m._lock, m.store.lock = locks["memory"].inner, locks["store"].inner
         out[f"{prefix}_seconds"] = time.perf_counter() - t0
+        for name, lock in locks.items():
+            out[f"{prefix}_longest_{name}_lock_ms"] = max(lock.holds, default=0.0) * 1e3
+            out[f"{prefix}_{name}_lock_holds"] = len(lock.holds)
         out[f"{prefix}_phases"] = report[0].to_dict()["phases"] if report else None
         # The searches here write nothing (no access tracking): every write is the cycle's.
         out[f"{prefix}_longest_write_ms"] = m.store.write_longest * 1e3
@@ -288,12 +296,13 @@ def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200
         _searches(m, base, texts, out)
         peaks["search"] = peak_rss_mb()
         out["other_processes_cpu_share"] = cpu.stop()
+        # Counted before a cycle archives most of them (archived memories stay in the file).
+        out["records"] = m.stats()["records"]
         if sleep:
             phase("sleep cycle beside searches")
             _sleep_cycle(m, texts, out)
             peaks["sleep"] = peak_rss_mb()
         phase("flush")
-        out["records"] = m.stats()["records"]
         t = time.perf_counter()
         m.flush()
         m.store.checkpoint()

@@ -7,7 +7,8 @@ cycle writes in short transactions, each taken between two searches (``between_s
   transactions; the right size differs by machine, store size and action), and pauses
   ``TX_PAUSE_S`` after each so that a search waiting for the lock gets it.
 - After each transaction it merges a few full-text pages and, now and then, checkpoints
-  the WAL, so that no transaction of the cycle has to do either at length.
+  the WAL, so that no transaction of the cycle has to do either at length (FTS5's own
+  automatic merging is off meanwhile: ``FTS_AUTOMERGE``).
 - ``actions.Unindexer`` takes archived memories out of the vector index in bulk.
 """
 
@@ -41,6 +42,14 @@ FTS_MERGE_PAGES = 64
 # files, so fewer and larger ones cost less: archiving 100k memories, 10.5 s of checkpoints
 # at 800 pages (SQLite's own threshold is 1,000), 5.5 s at 4,000.
 CHECKPOINT_PAGES = 4_000
+# FTS5 merges segments on its own after each write once a level holds this many ('automerge',
+# SQLite's default 4), inside the writing transaction. A cycle turns that off while it
+# writes, its own merge steps between slices doing the work instead, and restores it after:
+# archiving at 100k, a batch's transaction sometimes carried an automerge of ~250 pages
+# (longest transaction 64-105 ms against a 20 ms target; 34 ms without). A process that
+# crashes mid-cycle leaves it off until the next cycle ends; meanwhile FTS5's 'crisismerge'
+# (16 segments a level) still bounds the index.
+FTS_AUTOMERGE = 4
 
 
 @contextmanager
@@ -84,6 +93,7 @@ class Pacer:
         with self.store.lock:  # SQLite's own checkpoint only if this one falls behind
             saved = int(self.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
             self.store.conn.execute(f"PRAGMA wal_autocheckpoint={2 * CHECKPOINT_PAGES}")
+            self.store.set_fts_automerge(0)
         try:
             while start < len(idx) and time.perf_counter() <= deadline:
                 part = idx[start:start + self.size]
@@ -99,6 +109,7 @@ class Pacer:
         finally:
             with self.store.lock:
                 self.store.conn.execute(f"PRAGMA wal_autocheckpoint={saved}")
+                self.store.set_fts_automerge(FTS_AUTOMERGE)
             if self._side is not None:
                 self._side.close()
                 self._side = None

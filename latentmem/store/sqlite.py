@@ -591,6 +591,13 @@ class SQLiteStore:
             conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('merge', ?)", (pages,))
             return conn.total_changes - before
 
+    def set_fts_automerge(self, segments: int) -> None:
+        """FTS5's 'automerge' (0: off; see lifecycle/pacing.py). Kept in the index's own
+        config table, so it outlives this connection."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('automerge', ?)",
+                         (int(segments),))
+
     def purge_fts(self) -> None:
         """Rewrite the full-text index into one segment. FTS5 (SQLite < 3.42 has no
         secure-delete) keeps a deleted row's terms in old segments until they merge;
