@@ -28,8 +28,24 @@ so an untrained controller returns ``importance_prior`` (clipped) exactly.
 last 1,000 events, and the weights are refit on it: the L2-regularised maximum a
 posteriori fit (L2 = 8 per standardised feature, chosen by cross-fitting the two LoCoMo
 fit conversations), centred on the prior weights: warm-started Newton steps, each halved
-until the objective falls. Deterministic, no learning rate, and it adapts within tens of
-events. Feedback older than the buffer is forgotten, so the model follows a drifting use.
+until the objective falls. Deterministic, no learning rate. Feedback older than the
+buffer is forgotten, so the model follows a drifting use.
+
+What the explicit events teach. Feedback is given on *retrieved* memories, so the ones
+judged not useful are not typical memories: they matched a query, and look informative.
+Fitted pointwise (useful = 1, not useful = 0, one term each), the model learned what
+separates useful hits from other hits, which ranks a whole store badly at first:
+cross-fitted on the two fit conversations (feedback from one, AUC over every turn of the
+other), 100 events took the AUC from the prior's 0.706 *down* to 0.691 (worst order
+0.584). So the main term contrasts what was useful with the whole store: one row, ``mean
+features of the useful events - population mean``, labelled 1 and weighted
+``POSITIVE_CONTRAST`` per useful event (the same form as the implicit term below); the
+pointwise events stay, weighted ``EXPLICIT_POINTWISE``, so "not useful" still counts.
+Cross-fitted, 10 / 50 / 100 / 500 events: 0.714 / 0.741 / 0.748 / 0.784 (worst order at
+100: 0.699), against 0.702 / 0.699 / 0.691 / 0.766 pointwise. Rejected: the contrast
+alone (0.750 at 100, 0.772 at 500: negatives do help later); a "not useful - population"
+contrast labelled 0 (it teaches that informative memories are unimportant: 0.58 at 100);
+a heavier L2 (the model then barely moves: 0.707 at 500).
 
 The implicit signal is which memories *lead* each context ``Memory.context`` packs: the 5
 with the best retrieval scores. Their mean features, contrasted with the mean of every
@@ -78,6 +94,10 @@ NOVELTY_WINDOW = 32
 BUFFER = 1000
 IMPLICIT_CAP = 1000
 IMPLICIT_TOP = 5
+# Explicit feedback (see the docstring): the "useful - population" contrast's weight per
+# useful event, and each pointwise event's weight. Chosen by cross-fitting conv-26/conv-30.
+POSITIVE_CONTRAST = 8.0
+EXPLICIT_POINTWISE = 0.1
 L2 = 8.0
 L2_INTERCEPT = 0.1  # the intercept only absorbs how feedback was sampled
 NEWTON_STEPS = 12
@@ -265,7 +285,16 @@ class Controller:
     def _design(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = np.asarray(self.buffer_x, dtype=np.float64).reshape(-1, len(FEATURES))
         y = np.asarray(self.buffer_y, dtype=np.float64)
-        s = np.ones(len(y))
+        s = np.full(len(y), EXPLICIT_POINTWISE)
+        useful = y > 0
+        if useful.any():
+            # Without a population yet (a store from before it was kept), the events' own
+            # mean stands in for it.
+            base = (self.population_sum / self.population_n if self.population_n
+                    else x.mean(axis=0))
+            x = np.vstack([x, x[useful].mean(axis=0) - base])
+            y = np.append(y, 1.0)
+            s = np.append(s, POSITIVE_CONTRAST * float(useful.sum()))
         if self.implicit_weight > 0 and self.packed_n and self.population_n:
             diff = self.packed_sum / self.packed_n - self.population_sum / self.population_n
             x = np.vstack([x, diff])
