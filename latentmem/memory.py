@@ -552,14 +552,9 @@ class Memory:
         weights = weights or self.config.weights
         if query_vector is not None:
             qvec = check_vector(query_vector, self.dim, "query_vector")
-        else:
-            qvec = self.embedder.embed_batch([query])[0]
         n = max(self.config.candidates, k)
+        sparse = None
         with self._lock:
-            # Every store read that precedes the FAISS scan happens before BM25 starts: BM25
-            # holds the store's connection while it runs, and a read queued behind it would
-            # hold back the scan that should overlap it (100k memories: 4 ms a search).
-            self._sync_index()
             window = None
             if self.config.time_boost > 0:
                 now = reference
@@ -567,13 +562,19 @@ class Memory:
                     latest = self.store.latest_event_time(scope)
                     now = from_ts(latest) if latest is not None else None
                 window = parse_query_time(query, now)
-            sparse = None
             if self.config.use_bm25:
-                # Started after the embedding, which wants both cores (100k memories,
-                # 2 cores: p50 57 ms when started before the embedding, 52 ms after).
+                # BM25 needs only the text: it runs on the other core while the query is
+                # embedded on one thread (see encode/minilm.py), then while FAISS scans.
+                # 100k memories, 2 cores: p95 35.9 -> 21.6 ms, against embedding on two
+                # threads with BM25 started after it (which, with a two-thread embedding,
+                # had been the faster order: p50 52 vs 57 ms).
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="latentmem-bm25")
                 sparse = self._pool.submit(self.store.bm25, query, scope, n)
+        if query_vector is None:
+            qvec = self.embedder.embed_batch([query])[0]
+        with self._lock:
+            self._sync_index()
             cands = hybrid.retrieve(
                 self.store, self.index, scope, query, qvec, self.config, n, window, sparse,
             )
