@@ -282,6 +282,66 @@ def test_sleep_repairs_a_store_a_killed_process_left(tmp_path: Path, monkeypatch
         assert any(r.level == "merged" for r in m.all("ana"))
 
 
+def test_a_cycle_killed_halfway_leaves_a_store_the_next_cycle_runs_on(
+        tmp_path: Path, monkeypatch) -> None:
+    """kill -9 in the middle of forgetting (some batches committed, the vector index file
+    stale, FTS5's automerge still off): the next cycle, from the command line, runs on it;
+    every memory is then either live or archived with an undoable event, and the indexes
+    agree with the store."""
+    monkeypatch.setenv("LATENTMEM_EMBEDDER", "hash")
+    home = tmp_path / "store"
+    words = ("harbour violin tax orchard pillow comet ledger basil tunnel quartz mural sleet "
+             "walrus cinder parsley goblet trellis marmot saddle lantern").split()
+    rng = np.random.default_rng(5)  # distinct texts: nothing for consolidation to merge
+    texts = [f"note {i}: " + " ".join(rng.choice(words, 6, replace=False)) for i in range(600)]
+    with Memory(home, embedder="hash") as m:
+        ids = m.add(texts, user_id="ana", session_id="s1").ids
+    script = textwrap.dedent(f"""
+        import time
+        from latentmem import Memory
+        from latentmem.lifecycle import pacing, sleep
+        took = pacing.Pacer._took
+        def slow(self, n, seconds):  # hold on after a few committed batches
+            took(self, n, seconds)
+            self.size = 8
+            slow.batches = getattr(slow, "batches", 0) + 1
+            if slow.batches == 5:
+                print("halfway", flush=True)
+                time.sleep(60)
+        pacing.Pacer._took = slow
+        m = Memory({str(home)!r}, embedder="hash")
+        sleep.run_cycle(m, phases=("forget",), now=time.time() + 5000 * 86400)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"halfway"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with Memory(home, embedder="hash") as m:
+        automerge = m.store.conn.execute(
+            "SELECT v FROM records_fts_config WHERE k = 'automerge'").fetchone()
+        assert automerge is not None and int(automerge[0]) == 0  # what the kill left
+        archived = m.store.conn.execute("SELECT count(*) FROM archive").fetchone()[0]
+        assert 0 < archived < 600 and m.store.count() == 600 - archived
+    assert main(["--home", str(home), "sleep"]) == 0
+    with Memory(home, embedder="hash") as m:
+        conn = m.store.conn
+        live = m.store.count()
+        archived = conn.execute("SELECT count(*) FROM archive").fetchone()[0]
+        assert live + archived == 600
+        assert m.index.count() == live
+        assert conn.execute("SELECT count(*) FROM records_fts_docsize").fetchone()[0] == live
+        assert int(conn.execute("SELECT v FROM records_fts_config WHERE k = 'automerge'")
+                   .fetchone()[0]) == pacing.FTS_AUTOMERGE
+        gone = conn.execute("SELECT id FROM archive LIMIT 1").fetchone()[0]
+        event = m.explain(gone)[-1]
+        assert event["action"] == "forget" and event["undoable"]
+        m.undo(event["seq"])
+        assert m.get(gone).text is not None and m.index.count() == live + 1
+    assert set(ids) >= {gone}
+
+
 def test_cli_lifecycle_commands(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("LATENTMEM_EMBEDDER", "hash")
     home = str(tmp_path / "s")
