@@ -40,6 +40,12 @@ def _emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> Non
         human()
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, found {text!r}")
+    return int(text)
+
+
 def _text_arg(value: str) -> str:
     return sys.stdin.read() if value == "-" else value
 
@@ -260,6 +266,21 @@ def cmd_audit_inversion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from latentmem import server
+
+    with _open(args) as m:
+        try:
+            srv = server.make_server(m, args.host, args.port, log_requests=True,
+                                     sleep_every=None if args.no_sleep else args.sleep_every,
+                                     sleep_budget=args.sleep_budget)
+        except OSError as exc:  # the port is taken, the address is not this machine's, ...
+            sys.stderr.write(f"latentmem: cannot listen on {args.host}:{args.port}: {exc}\n")
+            return 1
+        server.serve(srv)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from latentmem.demo import run_demo
 
@@ -356,9 +377,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common], help="build, search and export a sample memory")
     p.set_defaults(func=cmd_demo)
 
+    from latentmem.lifecycle.cli import duration
     from latentmem.lifecycle.cli import register as lifecycle
 
     lifecycle(sub, common)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="HTTP JSON API over the store, with background sleep cycles")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; the API has no authentication)")
+    p.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0 picks a free one)")
+    sleeping = p.add_mutually_exclusive_group()
+    sleeping.add_argument("--sleep-every", type=duration, default=600.0, metavar="DURATION",
+                          help="run a sleep cycle this often (default 10m)")
+    sleeping.add_argument("--no-sleep", action="store_true", help="no background sleep cycles")
+    p.add_argument("--sleep-budget", type=duration, default=30.0, metavar="DURATION",
+                   help="time budget of each cycle, and of POST /v1/sleep without one (default 30s)")
+    p.set_defaults(func=cmd_serve)
 
     try:
         from latentmem.bench.cli import register

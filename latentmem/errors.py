@@ -1,7 +1,7 @@
 """One exception hierarchy for latentmem.
 
-Every error has a stable ``name()`` (used by the CLI's ``--json`` output and,
-later, the REST server) and an HTTP-like ``code()``. Messages say what was
+Every error has a stable ``name()`` (used by the CLI's ``--json`` output and by
+``latentmem serve``'s error bodies) and an HTTP-like ``code()`` (the server's status). Messages say what was
 expected and what was found, so a caller can fix the input without reading code.
 """
 

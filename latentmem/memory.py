@@ -86,6 +86,7 @@ class Memory:
             config = replace(config, embedder=embedder)
         self.config = config
         self._lock = threading.RLock()
+        self.cycle_lock = threading.Lock()  # sleep cycles run one at a time (lifecycle/sleep.py)
         self.store = SQLiteStore(self.home / DB_FILE)
         self.store.entity_extractor = entities.extract
         base = get_embedder(embedder if embedder is not None else config.embedder)

@@ -502,3 +502,34 @@ def test_an_archive_row_of_the_older_iso_form_is_still_restored(mem: Memory) -> 
     back = mem.get("old-1", True)
     assert back.text == rec.text and back.created_at == rec.created_at
     assert back.vector is not None and np.array_equal(back.vector, rec.vector)
+
+
+def test_cycles_of_one_memory_run_one_at_a_time(mem: Memory, monkeypatch) -> None:
+    """A server's background cycle and a requested one never overlap: the second waits."""
+    mem.add([f"fact {i}" for i in range(20)], user_id="ana")
+    from latentmem.lifecycle import sleep as sleep_mod
+
+    inside, most = [0], [0]
+    real = sleep_mod._phase
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.01)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    monkeypatch.setattr(sleep_mod, "_phase", counting)
+    threads = [threading.Thread(target=mem.sleep) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+    assert len([e for e in journal_rows(mem) if e == "sleep"]) == 4
+
+
+def journal_rows(mem: Memory) -> list[str]:
+    return [r[0] for r in mem.store.conn.execute("SELECT action FROM events")]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,12 @@ def run_cycle(mem: Memory, budget: float | None = None,
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:
         raise InvalidInputError(f"unknown sleep phases {unknown}; expected some of {list(PHASES)}")
+    with mem.cycle_lock:  # one cycle at a time per Memory (a server's thread, a request)
+        return _run_cycle(mem, budget, phases, now)
+
+
+def _run_cycle(mem: Memory, budget: float | None, phases: tuple[str, ...],
+               now: float | None) -> SleepReport:
     mem.settle()  # the access counts of searches so far count in this cycle
     t0 = time.perf_counter()
     deadline = t0 + (budget if budget is not None else float("inf"))
@@ -97,6 +104,11 @@ def run_cycle(mem: Memory, budget: float | None = None,
     return report
 
 
+# How many reports and errors a Sleeper keeps: a server sleeping every 10 minutes for
+# months would otherwise keep every one (``cycles`` and ``failures`` count them all).
+SLEEPER_KEEPS = 100
+
+
 class Sleeper:
     """Background sleep cycles every ``every`` seconds until ``stop()``."""
 
@@ -104,8 +116,9 @@ class Sleeper:
         if every <= 0:
             raise InvalidInputError(f"every must be positive seconds, found {every!r}")
         self.mem, self.every, self.budget = mem, every, budget
-        self.reports: list[SleepReport] = []
-        self.errors: list[str] = []
+        self.reports: deque[SleepReport] = deque(maxlen=SLEEPER_KEEPS)
+        self.errors: deque[str] = deque(maxlen=SLEEPER_KEEPS)
+        self.cycles = self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="latentmem-sleep", daemon=True)
 
@@ -117,8 +130,10 @@ class Sleeper:
         while not self._stop.wait(self.every):
             try:
                 self.reports.append(run_cycle(self.mem, self.budget))
+                self.cycles += 1
             except Exception as exc:  # noqa: BLE001 - a failed cycle must not kill the thread
                 self.errors.append(f"{exc.__class__.__name__}: {exc}")
+                self.failures += 1
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
