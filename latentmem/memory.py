@@ -13,7 +13,6 @@ fusion -> multi-factor rescoring -> top k, each with its score components.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -863,7 +862,7 @@ class Memory:
             "db_bytes": db,
             "index_bytes": index_bytes,
             # Everything on disk: the store and, in the fp32 tier, the index file.
-            "bytes_per_memory": ((db + index_bytes) / total) if total else math.nan,
+            "bytes_per_memory": ((db + index_bytes) / total) if total else None,  # JSON has no NaN
         }
 
     def convert_vectors(self, tier: str) -> int:

@@ -54,6 +54,8 @@ def test_get_history_delete_stats(home: Path, capsys: pytest.CaptureFixture[str]
     assert json.loads(out)["records"] == 1
     code, out, _ = run(capsys, "--home", h, "delete", rid, "--json")
     assert code == 0 and json.loads(out) == {"deleted": 1}
+    code, out, _ = run(capsys, "--home", h, "stats", "--json")  # strict JSON: no NaN when empty
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))["bytes_per_memory"] is None
     code, _, err = run(capsys, "--home", h, "get", rid)
     assert code == 1 and err.count("\n") == 1 and "NotFoundError" in err
 
