@@ -390,7 +390,11 @@ class SQLiteStore:
                 ),
             )
         except sqlite3.IntegrityError as exc:
-            raise ConflictError(f"a record with id {r.id!r} already exists") from exc
+            # The id is the only unique key a caller controls; any other constraint (a NOT
+            # NULL or CHECK column) is reported as what SQLite said, not as a duplicate.
+            if "UNIQUE" in str(exc) and "records.id" in str(exc):
+                raise ConflictError(f"a record with id {r.id!r} already exists") from exc
+            raise ConflictError(f"record {r.id!r} breaks a store constraint: {exc}") from exc
         rowid = int(cur.lastrowid or 0)  # its full-text row comes from a trigger (006)
         self._mention(conn, r, rowid)
         return rowid
