@@ -101,6 +101,7 @@ def test_longmemeval_end_to_end(tmp_path: Path) -> None:
             [{"role": "user", "content": "Recommend a pasta recipe.", "has_answer": False},
              {"role": "assistant", "content": "Try carbonara.", "has_answer": False}],
             [{"role": "user", "content": "My dog is a terrier, any tips?", "has_answer": True},
+             {"role": "assistant", "content": " ", "has_answer": False},  # blank, as in the data
              {"role": "assistant", "content": "Terriers love digging.", "has_answer": False}],
         ],
         "answer_session_ids": ["answer_s_b"],

@@ -6,7 +6,8 @@ store over its haystack with the haystack dates as event times. Turn keys are
 gold sessions are ``answer_session_ids``. A session-level ranking is read off
 the turn ranking (first appearance of each session). Abstention questions
 (ids ending in ``_abs``) are answered but reported apart. The speaker of a
-turn is its role ("user" / "assistant").
+turn is its role ("user" / "assistant"). Blank turns are left out (the engine refuses
+an empty text); the others keep their index in the key.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def load_longmemeval(path: str | Path, limit: int | None = None,
             start = parse_time(date)
             session = Session(str(sid))
             for j, t in enumerate(turns):
+                if not str(t["content"]).strip():
+                    continue  # the data has blank turns (one in the dev subset); keys keep j
                 key = f"{sid}#{j}"
                 turn = Turn(key, str(t["content"]), str(t["role"]), str(t["role"]),
                             start + timedelta(seconds=j) if start else None)
