@@ -83,14 +83,26 @@ def derive_summary(text: str) -> str:
     if len(sents) <= 2:
         return _cut(text, SUMMARY_CHARS)
     bags = [Counter(w for w in words(s) if w not in _STOP) for s in sents]
-    scores = []
+    # Each sentence's overlap with the others, sum over j != i of sum over w of
+    # min(count_i(w), count_j(w)), computed word by word among the sentences that hold
+    # the word (one pass, not every pair of sentences: a 1,000-character turn spent
+    # 1.3 ms here).
+    holders: dict[str, list[tuple[int, int]]] = {}
     for i, bag in enumerate(bags):
-        overlap = sum(
-            sum(min(c, other[w]) for w, c in bag.items())
-            for j, other in enumerate(bags)
-            if j != i
-        )
-        scores.append(overlap / math.sqrt(1 + sum(bag.values())) - 0.01 * i)
+        for w, c in bag.items():
+            holders.setdefault(w, []).append((i, c))
+    overlap = [0] * len(bags)
+    for held in holders.values():
+        if len(held) < 2:
+            continue
+        if all(c == 1 for _, c in held):
+            for i, _ in held:
+                overlap[i] += len(held) - 1
+            continue
+        for i, c in held:
+            overlap[i] += sum(min(c, d) for j, d in held if j != i)
+    scores = [overlap[i] / math.sqrt(1 + sum(bag.values())) - 0.01 * i
+              for i, bag in enumerate(bags)]
     chosen: list[int] = []
     used = 0
     for i in sorted(range(len(sents)), key=lambda i: -scores[i]):
