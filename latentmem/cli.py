@@ -91,11 +91,15 @@ def _print_hits(hits: Sequence[Any]) -> None:
         print(f"    {hit.explain()}")
 
 
+NOW_HELP = ("when the query is asked (ISO-8601): 'last week' and recency are read from it "
+            "(default: the latest memory's time); hides nothing")
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     with _open(args) as m:
         hits = m.search(
             args.query, user_id=args.user, k=args.k, agent_id=args.agent,
-            session_id=args.session, as_of=args.as_of,
+            session_id=args.session, as_of=args.as_of, now=args.now,
         )
     _emit(args, [h.to_dict() for h in hits], lambda: _print_hits(hits))
     return 0
@@ -105,7 +109,7 @@ def cmd_context(args: argparse.Namespace) -> int:
     with _open(args) as m:
         ctx = m.context(
             args.query, user_id=args.user, budget_tokens=args.budget, agent_id=args.agent,
-            session_id=args.session,
+            session_id=args.session, now=args.now,
         )
 
     def human() -> None:
@@ -325,11 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--as-of", default=None,
                    help="answer as of this time: later and superseded memories are hidden")
+    p.add_argument("--now", default=None, help=NOW_HELP)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("context", parents=[common, scoped], help="pack memories into a budget")
     p.add_argument("query")
     p.add_argument("--budget", type=int, default=1000, help="token budget (MiniLM WordPiece)")
+    p.add_argument("--now", default=None, help=NOW_HELP)
     p.set_defaults(func=cmd_context)
 
     p = sub.add_parser("get", parents=[common], help="show one memory")

@@ -51,6 +51,11 @@ class Config:
     diffusion_hops: int = 2
     diffusion_gain: float = 0.5
     diffusion_seeds: int = 50
+    # What a memory receives from its neighbours is divided by 1 + its length in characters
+    # over this (0: not at all), so long, self-contained memories are lifted less. 600:
+    # chosen on the fit halves of LoCoMo dev (conv-26/30: no change) and LongMemEval dev
+    # (even-numbered questions: turn R@10 0.810 -> 0.863); BENCHMARKS.md has the rest.
+    diffusion_chars: float = 600.0
     # Added to the memories of the one speaker a query names; 0 switches it off.
     speaker_boost: float = 0.3
     # Entity hop (latentmem/retrieve/hybrid.py): names in the best `entity_seeds` hits are

@@ -530,12 +530,16 @@ class Memory:
         track_access: bool | None = None,
         query_vector: Sequence[float] | np.ndarray | None = None,
         learned: bool | None = None,
+        now: object = None,
     ) -> list[Hit]:
         """Hybrid search inside one scope. Each Hit carries its score components.
 
         ``query_vector`` skips embedding the query (the caller embedded it with
         this store's embedder); the text is still used for BM25. ``learned``
-        overrides ``config.learned_rerank`` for this call.
+        overrides ``config.learned_rerank`` for this call. ``now``: when the query is
+        asked (a datetime, ISO-8601 or Unix time); relative time in it ("last week",
+        "10 days ago") and recency are read from that moment. Without it: ``as_of``,
+        else the latest event time in the scope. Unlike ``as_of`` it hides nothing.
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("query is empty")
@@ -549,6 +553,9 @@ class Memory:
         reference = parse_time(as_of, "as_of")
         if reference is not None:
             scope = replace(scope, until=reference.timestamp())
+        asked = parse_time(now, "now")
+        if asked is not None:
+            reference = asked
         weights = weights or self.config.weights
         if query_vector is not None:
             qvec = check_vector(query_vector, self.dim, "query_vector")
@@ -651,8 +658,10 @@ class Memory:
         session_id: str | None = None,
         k: int | None = None,
         as_of: object = None,
+        now: object = None,
     ) -> Context:
-        """Pack the best memories for ``query``, verbatim and dated, into a token budget."""
+        """Pack the best memories for ``query``, verbatim and dated, into a token budget.
+        ``as_of`` and ``now`` as in ``search``."""
         if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1:
             raise InvalidInputError(
                 f"budget_tokens must be a positive integer, found {budget_tokens!r}"
@@ -663,6 +672,7 @@ class Memory:
         hits = self.search(
             query, user_id, k=k, agent_id=agent_id, session_id=session_id, as_of=as_of,
             track_access=False, learned=self.config.learned_rerank and self.config.learned_in_context,
+            now=now,
         )
         ctx = pack(query, hits, budget_tokens)
         # Learned from after the caller has its context: a search path never writes.

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from latentmem import Memory
+from latentmem.errors import InvalidInputError
 from latentmem.retrieve.timequery import parse_query_time
 
 REF = datetime(2023, 8, 20, 15, 0, tzinfo=UTC)  # a Sunday
@@ -62,6 +63,20 @@ def test_query_time_boosts_the_window(mem: Memory) -> None:
     assert hits[0].components["time"] > 0
     hits = mem.search("walked the dog last week", user_id="u", k=2)
     assert "park" in hits[0].record.text
+
+
+def test_now_is_when_the_query_is_asked_and_hides_nothing(mem: Memory) -> None:
+    _diary(mem)
+    # Read from the latest memory (19 Aug), "last week" is the park walk ...
+    assert "park" in mem.search("walked the dog last week", user_id="u", k=1)[0].record.text
+    # ... asked on 10 May, it is the river walk, and the later memories stay findable.
+    hits = mem.search("walked the dog last week", user_id="u", k=5, now="2023-05-10T12:00")
+    assert "river" in hits[0].record.text and hits[0].components["time"] > 0
+    assert len(hits) == 3
+    ctx = mem.context("walked the dog last week", user_id="u", now="2023-05-10T12:00")
+    assert ctx.items and "river" in ctx.text
+    with pytest.raises(InvalidInputError, match="now"):
+        mem.search("walked the dog", user_id="u", now="next blursday")
 
 
 def test_as_of_hides_later_memories(mem: Memory) -> None:

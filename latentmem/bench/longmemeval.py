@@ -7,7 +7,9 @@ gold sessions are ``answer_session_ids``. A session-level ranking is read off
 the turn ranking (first appearance of each session). Abstention questions
 (ids ending in ``_abs``) are answered but reported apart. The speaker of a
 turn is its role ("user" / "assistant"). Blank turns are left out (the engine refuses
-an empty text); the others keep their index in the key.
+an empty text); the others keep their index in the key. Each question is asked at its
+``question_date`` (``now`` of ``Memory.search``): "ten days ago" means ten days before it,
+as the data intends, not before the haystack's last session.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def load_longmemeval(path: str | Path, limit: int | None = None,
             gold=gold, gold_texts=gold_texts,
             gold_sessions=[str(s) for s in item.get("answer_session_ids", [])],
             apart=qid.endswith("_abs"),
+            asked_at=parse_time(item["question_date"]) if item.get("question_date") else None,
         )
         units.append(Unit(qid, sessions, [question]))
     return units

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from latentmem.bench import metrics as M
@@ -28,6 +29,7 @@ class Question:
     gold_texts: list[str]
     gold_sessions: list[str] = field(default_factory=list)
     apart: bool = False
+    asked_at: datetime | None = None  # when the data says the question was asked
 
 
 @dataclass
@@ -101,9 +103,9 @@ def run_system(
             ingest_s += time.perf_counter() - t0
             for q in unit.questions:
                 t1 = time.perf_counter()
-                ranked = system.search(q.text, search_k)
+                ranked = system.search(q.text, search_k, now=q.asked_at)
                 t2 = time.perf_counter()
-                ctx = system.context(q.text, budget)
+                ctx = system.context(q.text, budget, now=q.asked_at)
                 t3 = time.perf_counter()
                 result = QuestionResult(q, ranked, ctx, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
                 search_ms.append(result.search_ms)

@@ -63,9 +63,11 @@ class System(Protocol):
 
     def ingest(self, sessions: list[Session]) -> int: ...
 
-    def search(self, query: str, k: int) -> list[str]: ...
+    # ``now``: when the question is asked, where the data says (LongMemEval); a system
+    # that reads no time from a query ignores it.
+    def search(self, query: str, k: int, now: datetime | None = None) -> list[str]: ...
 
-    def context(self, query: str, budget: int) -> str: ...
+    def context(self, query: str, budget: int, now: datetime | None = None) -> str: ...
 
     def close(self) -> None: ...
 
@@ -127,12 +129,12 @@ class LatentMemSystem:
             n += len(self.memory.add(msgs, user_id="bench", session_id=session.id).ids)
         return n
 
-    def search(self, query: str, k: int) -> list[str]:
-        hits = self.memory.search(query, user_id="bench", k=k, track_access=False)
+    def search(self, query: str, k: int, now: datetime | None = None) -> list[str]:
+        hits = self.memory.search(query, user_id="bench", k=k, track_access=False, now=now)
         return [h.record.metadata["key"] for h in hits]
 
-    def context(self, query: str, budget: int) -> str:
-        return self.memory.context(query, user_id="bench", budget_tokens=budget).text
+    def context(self, query: str, budget: int, now: datetime | None = None) -> str:
+        return self.memory.context(query, user_id="bench", budget_tokens=budget, now=now).text
 
     def close(self) -> None:
         self.memory.close()
@@ -164,10 +166,10 @@ class DenseSystem:
         _, ids = self.index.search(q, min(k, len(self.turns)))
         return [self.turns[i] for i in ids[0] if i >= 0]
 
-    def search(self, query: str, k: int) -> list[str]:
+    def search(self, query: str, k: int, now: datetime | None = None) -> list[str]:
         return [t.key for t in self._ranked(query, k)]
 
-    def context(self, query: str, budget: int) -> str:
+    def context(self, query: str, budget: int, now: datetime | None = None) -> str:
         return _pack_by_rank(self._ranked(query, 200), budget)
 
     def close(self) -> None:
@@ -227,10 +229,10 @@ class BM25System:
         order = np.argsort(-scores, kind="stable")[:k]
         return [self.turns[i] for i in order if scores[i] > 0]
 
-    def search(self, query: str, k: int) -> list[str]:
+    def search(self, query: str, k: int, now: datetime | None = None) -> list[str]:
         return [t.key for t in self._ranked(query, k)]
 
-    def context(self, query: str, budget: int) -> str:
+    def context(self, query: str, budget: int, now: datetime | None = None) -> str:
         return _pack_by_rank(self._ranked(query, 200), budget)
 
     def close(self) -> None:
@@ -281,10 +283,10 @@ class Mem0System:
         results = out["results"] if isinstance(out, dict) else out
         return [r["metadata"]["key"] for r in results]
 
-    def search(self, query: str, k: int) -> list[str]:
+    def search(self, query: str, k: int, now: datetime | None = None) -> list[str]:
         return self._ranked(query, k)
 
-    def context(self, query: str, budget: int) -> str:
+    def context(self, query: str, budget: int, now: datetime | None = None) -> str:
         keys = self._ranked(query, 200)
         return _pack_by_rank([Turn(k, self.texts[k]) for k in keys], budget)
 

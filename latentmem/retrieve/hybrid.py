@@ -193,8 +193,13 @@ def _diffuse(
             by_id[cand.row.id] = cand
     base = {i: c.relevance for i, c in by_id.items()}
     received = spread(base, forward, backward, hops, config.diffusion_gain)
+    scale = config.diffusion_chars
     for i, c in by_id.items():
-        c.parts["diffusion"] = received.get(i, 0.0)
+        # A short turn ("Yes, last Friday!") means what its neighbours say; a long one
+        # stands on its own, and lifting it because a neighbour matched only displaces
+        # what did match. It receives less the longer it is (see Config.diffusion_chars).
+        gate = 1.0 / (1.0 + (c.row.text_chars or 0) / scale) if scale > 0 else 1.0
+        c.parts["diffusion"] = received.get(i, 0.0) * gate
         c.relevance = base[i] + c.parts["diffusion"]
     return list(by_id.values())
 
