@@ -210,6 +210,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        shown = m.topics(args.user, rebuild=args.rebuild)
+
+    def human() -> None:
+        for topic in shown:
+            print(f"topic {topic['topic']}: {len(topic['sessions'])} sessions "
+                  f"({', '.join(topic['sessions'][:5])}{', ...' if len(topic['sessions']) > 5 else ''})")
+            for key in topic["key_memories"]:
+                print(f"    [{key['id']}] {(key['text'] or '(text not kept)')[:100]}")
+
+    _emit(args, shown, human)
+    return 0
+
+
 def cmd_invert(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -361,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("topics", parents=[common],
+                       help="the user's sessions rolled up into topics, with key memories")
+    p.add_argument("--rebuild", action="store_true", help="build them again now")
+    p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("stats", parents=[common], help="store statistics")
     p.set_defaults(func=cmd_stats)

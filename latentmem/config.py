@@ -72,6 +72,7 @@ class Config:
     # Second stage (latentmem/retrieve/rerank.py); 0 switches each off.
     session_boost: float = 0.4
     session_centroid: float = 0.0
+    topic_weight: float = 0.0  # the topic level (latentmem/retrieve/topics.py); 0: off
     session_diversity: float = 0.0
     listing_diversity: float = 0.1  # added to session_diversity for listing queries
     mmr: float = 0.0

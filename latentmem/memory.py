@@ -41,7 +41,7 @@ from latentmem.inputs import (
     normalise_items,
 )
 from latentmem.lifecycle.controller import Controller
-from latentmem.retrieve import hybrid, rerank
+from latentmem.retrieve import hybrid, rerank, topics
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import is_listing
@@ -86,6 +86,7 @@ class Memory:
         self.config = config
         self._lock = threading.RLock()
         self.cycle_lock = threading.Lock()  # sleep cycles run one at a time (lifecycle/sleep.py)
+        self._topics: dict[str, topics.Topics | None] = {}  # by user (retrieve/topics.py)
         self.store = SQLiteStore(self.home / DB_FILE)
         self.store.entity_extractor = entities.extract
         base = get_embedder(embedder if embedder is not None else config.embedder)
@@ -591,7 +592,13 @@ class Memory:
             times = [c.row.event_time for c in cands if c.row.event_time is not None]
             reference = from_ts(max(times)) if times else None
         cfg = self.config
-        rerank.session_scale(self.store, scope, qvec, cands, cfg)
+        topic_scores = None
+        if cfg.topic_weight > 0:
+            kept = self._topics_of(scope.user_id)
+            if kept is not None:
+                sids = sorted({c.row.session_id for c in cands if c.row.session_id is not None})
+                topic_scores = topics.scores(kept, self.store, scope, sids, qvec)
+        rerank.session_scale(self.store, scope, qvec, cands, cfg, topic_scores)
         factors = rescore_many(
             [c.row.event_time for c in cands], [c.row.importance for c in cands],
             [c.row.access_count for c in cands], [c.relevance for c in cands], weights,
@@ -678,6 +685,38 @@ class Memory:
         # Learned from after the caller has its context: a search path never writes.
         self.in_background(self.controller.observe_context, self.store, ctx)
         return ctx
+
+    # -- the topic level (latentmem/retrieve/topics.py) ---------------------------------
+
+    def _topics_of(self, user_id: str) -> topics.Topics | None:
+        """The user's topics: kept in memory, else read from the store, else built now (in
+        memory only: a search writes nothing) when the user is small enough; a bigger one
+        waits for a sleep cycle to build them."""
+        if user_id in self._topics:
+            return self._topics[user_id]
+        found = topics.load(self.store, user_id)
+        if found is None:
+            if self.store.session_count(user_id) > topics.LAZY_SESSIONS:
+                self._topics[user_id] = None  # until a cycle builds them
+                return None
+            found = topics.build(self.store, user_id)
+        if found is not None:
+            self._topics[user_id] = found
+        return found
+
+    def forget_topics(self, user_id: str) -> None:
+        """Drop the in-memory copy (the store's changed); the next search reads it again."""
+        self._topics.pop(user_id, None)
+
+    def topics(self, user_id: str | None = None, *, rebuild: bool = False) -> list[dict[str, Any]]:
+        """The user's sessions rolled up into topics, each with its sessions and key
+        memories. ``rebuild``: build them again now and keep them (else a sleep cycle does)."""
+        user = self._scope(user_id, None, None).user_id
+        kept = self._topics_of(user) if not rebuild else None
+        if kept is None:
+            kept = topics.refresh(self.store, user)
+            self.forget_topics(user)
+        return [] if kept is None else topics.describe(kept, self.store)
 
     # -- lifecycle (latentmem/lifecycle/) ---------------------------------------------
 

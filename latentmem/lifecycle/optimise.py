@@ -6,8 +6,10 @@ In order, each step bounded so a search never waits long behind it:
    holds exactly the store's vectors (else it is rebuilt from SQLite).
 2. Full text: incremental merges in short steps; until one segment is left when memories
    were demoted or deleted, which is what drops their terms for good.
-3. Journal: undo payloads older than ``undo_days`` are cleared (they hold text).
-4. SQLite: ``PRAGMA optimize`` (statistics for the planner); ``VACUUM`` on a
+3. Topics: the topic level of every user whose memories changed is built again
+   (latentmem/retrieve/topics.py).
+4. Journal: undo payloads older than ``undo_days`` are cleared (they hold text).
+5. SQLite: ``PRAGMA optimize`` (statistics for the planner); ``VACUUM`` on a
    separate connection when over a quarter of the file is free pages; the WAL is
    checkpointed and truncated.
 The vector index file is rewritten here only after deletions (their vectors must leave
@@ -22,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from latentmem.lifecycle import journal
+from latentmem.retrieve import topics
 
 if TYPE_CHECKING:
     from latentmem.memory import Memory
@@ -70,6 +73,22 @@ def _merge_fts(mem: Memory, deadline: float) -> tuple[int, str]:
     return steps, "partly merged (budget)"
 
 
+def _topics(mem: Memory, deadline: float) -> int:
+    """Build again the topic level (retrieve/topics.py) of each user whose memories changed
+    since it was built; how many were built."""
+    epoch = mem.store.vector_epoch()
+    built = 0
+    for user, _ in mem.store.users():
+        if time.perf_counter() > deadline:
+            break
+        kept = topics.load(mem.store, user)
+        if kept is None or kept.epoch != epoch:
+            if topics.refresh(mem.store, user) is not None:
+                built += 1
+            mem.forget_topics(user)
+    return built
+
+
 def run(mem: Memory, reader: sqlite3.Connection, deadline: float) -> dict[str, Any]:
     report: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -81,6 +100,10 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float) -> dict[str, A
             mem.index = mem._rebuild_index()
     report["index_rebuilt"] = rebuilt
     report["consistency_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+
+    t = time.perf_counter()
+    report["topics_built"] = _topics(mem, deadline)
+    report["topics_ms"] = round((time.perf_counter() - t) * 1e3, 1)
 
     t = time.perf_counter()
     report["fts_merge_steps"], report["fts"] = _merge_fts(mem, deadline)

@@ -29,6 +29,7 @@ from latentmem.encode.cache import cache_key
 from latentmem.errors import NotFoundError
 from latentmem.inputs import index_text_for
 from latentmem.lifecycle import actions, journal
+from latentmem.retrieve import topics
 
 if TYPE_CHECKING:
     from latentmem.memory import Memory
@@ -115,7 +116,14 @@ def delete(mem: Memory, ids: list[str], user_id: str | None, finish: bool = True
             chunk = sorted(doomed)[start:start + 500]
             conn.execute(f"DELETE FROM feedback WHERE record_id IN ({','.join('?' * len(chunk))})",
                          chunk)
+        # A user's topics are derived from their vectors (a one-memory topic's centroid is
+        # that memory's vector): they go, and are built again without it.
+        owners = {r.record.user_id for r in rows} | set(archived.values())
+        conn.executemany("DELETE FROM models WHERE name = ?",
+                         [(topics.MODEL_PREFIX + u,) for u in sorted(owners)])
         mem.store.bump_epoch(conn)
+    for user in owners:
+        mem.forget_topics(user)
     mem.index.epoch = mem.store.vector_epoch()
     if mem._cache is not None and cache_texts:
         mem._cache.delete([cache_key(mem.embedder.name, t) for t in cache_texts])

@@ -55,10 +55,18 @@ def session_scores(sessions: Sequence[str | None], relevance: Sequence[float]) -
 
 
 def session_scale(
-    store: SQLiteStore, scope: Scope, qvec: np.ndarray, cands: list[Candidate], config: Config
+    store: SQLiteStore, scope: Scope, qvec: np.ndarray, cands: list[Candidate], config: Config,
+    topic_scores: dict[str, float] | None = None,
 ) -> None:
-    """Add the session-level evidence to each candidate's relevance, in place, then
-    renormalise so relevance stays in [0, 1] (the factor weights read as shares)."""
+    """Add the session- and topic-level evidence to each candidate's relevance, in place,
+    then renormalise so relevance stays in [0, 1] (the factor weights read as shares).
+    ``topic_scores``: session id -> normalised similarity of its topic (retrieve/topics.py)."""
+    if config.topic_weight > 0 and topic_scores:
+        for cand in cands:
+            value = topic_scores.get(cand.row.session_id or "")
+            if value is not None:
+                cand.parts["topic"] = config.topic_weight * value
+                cand.relevance += cand.parts["topic"]
     if config.session_centroid > 0:
         sids = list({c.row.session_id for c in cands if c.row.session_id is not None})
         sims = {sid: float(v @ qvec) for sid, v in store.session_centroids(scope, sids).items()}

@@ -967,6 +967,12 @@ class SQLiteStore:
             for r, (old, new) in zip(rows, texts, strict=True)
         ]
 
+    def session_count(self, user_id: str) -> int:
+        with self.lock:
+            row = self.conn.execute("SELECT count(DISTINCT session_id) FROM records "
+                                    "WHERE user_id = ?", (user_id,)).fetchone()
+        return int(row[0])
+
     def users(self) -> list[tuple[str, int]]:
         with self.lock:
             rows = self.conn.execute(

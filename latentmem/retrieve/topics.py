@@ -1,0 +1,166 @@
+"""The topic level: a user's sessions roll up into topics.
+
+Scales. A turn is a memory; a session is the mean of its turns' vectors (computed when
+needed, ``SQLiteStore.session_centroids``); a topic is a k-means cluster of a user's
+session vectors, with ``k = ceil(sqrt(sessions))``, its own unit centroid, and the few
+memories nearest that centroid as its extracted key sentences. No LLM: a topic is named
+by what it holds, not summarised.
+
+Where it is built. ``build`` reads every vector of the user's sessions once (100k
+memories: well under a second), so it runs in the sleep cycle's optimise phase (for every
+user whose store changed since the last build), and lazily on a search of a user without
+one who has at most ``LAZY_SESSIONS`` sessions (a bench, a fresh store); a bigger user
+waits for the cycle. It is kept as JSON in the ``models`` table (``topics/<user>``).
+Sessions newer than the build are assigned to their nearest topic when a query meets
+them.
+
+How retrieval uses it (``Config.topic_weight``, coarse to fine): the query is compared
+with every topic centroid; each candidate then gains ``topic_weight`` times the min-max
+normalised similarity of its session's topic, beside the session-level evidence of
+``rerank.session_scale``. Measured on LoCoMo dev with ``bench ablate`` (variant "+ topic
+level"), it did not raise recall: a LoCoMo conversation has 19-32 sessions, so 5-6
+topics, and the question's topic is rarely in doubt once its turns match. It is off by
+default and kept for stores with many sessions per user, and for ``Memory.topics``,
+which shows the structure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from latentmem.store.sqlite import Scope, SQLiteStore
+
+MODEL_PREFIX = "topics/"
+VERSION = 1
+KEY_MEMORIES = 3
+LAZY_SESSIONS = 2_000
+
+
+@dataclass
+class Topics:
+    user_id: str
+    epoch: int  # the store's vector epoch when built
+    sessions: dict[str, int]  # session id -> topic
+    centroids: np.ndarray  # (topics, dim), unit rows
+    keys: list[list[str]]  # per topic, the ids of the memories nearest its centroid
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "version": VERSION, "user_id": self.user_id, "epoch": self.epoch,
+            "sessions": self.sessions, "keys": self.keys,
+            "centroids": [[round(float(v), 6) for v in row] for row in self.centroids],
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Topics | None:
+        data = json.loads(text)
+        if data.get("version") != VERSION:
+            return None
+        return cls(str(data["user_id"]), int(data["epoch"]),
+                   {str(k): int(v) for k, v in data["sessions"].items()},
+                   np.asarray(data["centroids"], dtype=np.float32), data["keys"])
+
+    def assign(self, vectors: dict[str, np.ndarray]) -> dict[str, int]:
+        """The topic of each session: as built, else its nearest centroid."""
+        out = {s: t for s, t in self.sessions.items() if s in vectors}
+        for sid, vec in vectors.items():
+            if sid not in out and len(self.centroids):
+                out[sid] = int(np.argmax(self.centroids @ vec))
+        return out
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def build(store: SQLiteStore, user_id: str) -> Topics | None:
+    """Cluster the user's sessions; None when the user has no session."""
+    epoch = store.vector_epoch()
+    with store.lock:
+        rows = store.conn.execute(
+            "SELECT id, session_id, vector FROM records WHERE user_id = ? AND session_id "
+            "IS NOT NULL ORDER BY session_id, rowid", (user_id,)).fetchall()
+    if not rows:
+        return None
+    vectors = store.codec.decode_many([r[2] for r in rows]).astype(np.float32)
+    sids = [str(r[1]) for r in rows]
+    names = list(dict.fromkeys(sids))
+    index = {s: i for i, s in enumerate(names)}
+    member = np.array([index[s] for s in sids])
+    sums = np.zeros((len(names), vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, member, vectors)
+    sessions = _unit(sums)
+    k = max(1, math.ceil(math.sqrt(len(names))))
+    if k == 1 or len(names) <= k:
+        labels = np.zeros(len(names), dtype=np.int64) if k == 1 else np.arange(len(names))
+    else:
+        km = faiss.Kmeans(sessions.shape[1], k, niter=20, nredo=3, seed=0, spherical=True,
+                          min_points_per_centroid=1, max_points_per_centroid=10**6)
+        km.train(sessions)
+        _, found = km.index.search(sessions, 1)
+        labels = found[:, 0].astype(np.int64)
+    used = sorted(set(labels.tolist()))  # k-means may leave a cluster empty
+    renumber = {old: new for new, old in enumerate(used)}
+    labels = np.array([renumber[int(x)] for x in labels])
+    centroids = np.zeros((len(used), vectors.shape[1]), dtype=np.float64)
+    np.add.at(centroids, labels, sessions)
+    centroids = _unit(centroids)
+    topic_of_row = labels[member]
+    keys: list[list[str]] = []
+    for t in range(len(used)):
+        rows_t = np.nonzero(topic_of_row == t)[0]
+        sims = vectors[rows_t] @ centroids[t]
+        keys.append([str(rows[int(rows_t[i])][0]) for i in np.argsort(-sims)[:KEY_MEMORIES]])
+    return Topics(user_id, epoch, {s: int(labels[i]) for i, s in enumerate(names)},
+                  centroids, keys)
+
+
+def load(store: SQLiteStore, user_id: str) -> Topics | None:
+    text = store.load_model(MODEL_PREFIX + user_id)
+    return Topics.from_json(text) if text else None
+
+
+def refresh(store: SQLiteStore, user_id: str) -> Topics | None:
+    """Build and keep the user's topics (the sleep cycle, or a lazy first search)."""
+    topics = build(store, user_id)
+    if topics is not None:
+        store.save_model(MODEL_PREFIX + user_id, topics.to_json())
+    return topics
+
+
+def scores(topics: Topics, store: SQLiteStore, scope: Scope, sessions: list[str],
+           qvec: np.ndarray) -> dict[str, float]:
+    """Min-max normalised similarity of the query to each session's topic."""
+    unknown = [s for s in sessions if s not in topics.sessions]
+    assigned = {s: topics.sessions[s] for s in sessions if s in topics.sessions}
+    if unknown:
+        assigned.update(topics.assign(store.session_centroids(scope, unknown)))
+    if not assigned or not len(topics.centroids):
+        return {}
+    sims = topics.centroids @ qvec.astype(np.float32)
+    lo, hi = float(sims.min()), float(sims.max())
+    if hi - lo < 1e-9:
+        return {s: 0.0 for s in assigned}
+    return {s: (float(sims[t]) - lo) / (hi - lo) for s, t in assigned.items()}
+
+
+def describe(topics: Topics, store: SQLiteStore) -> list[dict[str, Any]]:
+    """Each topic with its sessions and key memories (id and text), for ``Memory.topics``."""
+    ids = [i for keys in topics.keys for i in keys]
+    found = {r.record.id: r.record for r in store.get_rows_by_id(ids)}
+    out = []
+    for t, keys in enumerate(topics.keys):
+        out.append({
+            "topic": t,
+            "sessions": sorted(s for s, x in topics.sessions.items() if x == t),
+            "key_memories": [{"id": i, "text": found[i].text if i in found else None}
+                             for i in keys],
+        })
+    return out
