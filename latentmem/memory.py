@@ -86,7 +86,8 @@ class Memory:
         self.config = config
         self._lock = threading.RLock()
         self.cycle_lock = threading.Lock()  # sleep cycles run one at a time (lifecycle/sleep.py)
-        self._topics: dict[str, topics.Topics | None] = {}  # by user (retrieve/topics.py)
+        # By user: (vector epoch when looked, topics or None); see _topics_of.
+        self._topics: dict[str, tuple[int, topics.Topics | None]] = {}
         self.store = SQLiteStore(self.home / DB_FILE)
         self.store.entity_extractor = entities.extract
         base = get_embedder(embedder if embedder is not None else config.embedder)
@@ -691,17 +692,16 @@ class Memory:
     def _topics_of(self, user_id: str) -> topics.Topics | None:
         """The user's topics: kept in memory, else read from the store, else built now (in
         memory only: a search writes nothing) when the user is small enough; a bigger one
-        waits for a sleep cycle to build them."""
-        if user_id in self._topics:
-            return self._topics[user_id]
+        waits for a sleep cycle to build them. "None" is remembered until the store's
+        vectors change."""
+        epoch = self.store.vector_epoch()
+        seen = self._topics.get(user_id)
+        if seen is not None and (seen[1] is not None or seen[0] == epoch):
+            return seen[1]
         found = topics.load(self.store, user_id)
-        if found is None:
-            if self.store.session_count(user_id) > topics.LAZY_SESSIONS:
-                self._topics[user_id] = None  # until a cycle builds them
-                return None
+        if found is None and self.store.session_count(user_id) <= topics.LAZY_SESSIONS:
             found = topics.build(self.store, user_id)
-        if found is not None:
-            self._topics[user_id] = found
+        self._topics[user_id] = (epoch, found)
         return found
 
     def forget_topics(self, user_id: str) -> None:

@@ -73,7 +73,7 @@ def _merge_fts(mem: Memory, deadline: float) -> tuple[int, str]:
     return steps, "partly merged (budget)"
 
 
-def _topics(mem: Memory, deadline: float) -> int:
+def _topics(mem: Memory, reader: sqlite3.Connection, deadline: float) -> int:
     """Build again the topic level (retrieve/topics.py) of each user whose memories changed
     since it was built; how many were built."""
     epoch = mem.store.vector_epoch()
@@ -83,7 +83,8 @@ def _topics(mem: Memory, deadline: float) -> int:
             break
         kept = topics.load(mem.store, user)
         if kept is None or kept.epoch != epoch:
-            if topics.refresh(mem.store, user) is not None:
+            reader.rollback()  # a fresh snapshot: what the cycle's earlier phases wrote
+            if topics.refresh(mem.store, user, reader) is not None:
                 built += 1
             mem.forget_topics(user)
     return built
@@ -102,7 +103,7 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float) -> dict[str, A
     report["consistency_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
 
     t = time.perf_counter()
-    report["topics_built"] = _topics(mem, deadline)
+    report["topics_built"] = _topics(mem, reader, deadline)
     report["topics_ms"] = round((time.perf_counter() - t) * 1e3, 1)
 
     t = time.perf_counter()

@@ -9,10 +9,10 @@ by what it holds, not summarised.
 Where it is built. ``build`` reads every vector of the user's sessions once (100k
 memories: well under a second), so it runs in the sleep cycle's optimise phase (for every
 user whose store changed since the last build), and lazily on a search of a user without
-one who has at most ``LAZY_SESSIONS`` sessions (a bench, a fresh store); a bigger user
-waits for the cycle. It is kept as JSON in the ``models`` table (``topics/<user>``).
-Sessions newer than the build are assigned to their nearest topic when a query meets
-them.
+one who has at most ``LAZY_SESSIONS`` sessions (a bench, a fresh store; built in memory
+only, as a search writes nothing); a bigger user waits for the cycle. It is kept as
+JSON in the ``models`` table (``topics/<user>``). Sessions newer than the build are
+assigned to their nearest topic when a query meets them.
 
 How retrieval uses it (``Config.topic_weight``, coarse to fine): the query is compared
 with every topic centroid; each candidate then gains ``topic_weight`` times the min-max
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,7 @@ from latentmem.store.sqlite import Scope, SQLiteStore
 MODEL_PREFIX = "topics/"
 VERSION = 1
 KEY_MEMORIES = 3
-LAZY_SESSIONS = 2_000
+LAZY_SESSIONS = 500  # ~10k memories: a scan of ~20 ms on a search, once
 
 
 @dataclass
@@ -80,13 +81,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def build(store: SQLiteStore, user_id: str) -> Topics | None:
-    """Cluster the user's sessions; None when the user has no session."""
+def build(store: SQLiteStore, user_id: str,
+          reader: sqlite3.Connection | None = None) -> Topics | None:
+    """Cluster the user's sessions; None when the user has no session. ``reader``: a
+    connection of the caller's (a sleep cycle's read-only one), so the scan of the user's
+    vectors holds no lock a search needs."""
     epoch = store.vector_epoch()
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT id, session_id, vector FROM records WHERE user_id = ? AND session_id "
-            "IS NOT NULL ORDER BY session_id, rowid", (user_id,)).fetchall()
+    sql = ("SELECT id, session_id, vector FROM records WHERE user_id = ? AND session_id "
+           "IS NOT NULL ORDER BY session_id, rowid")
+    if reader is not None:
+        rows = reader.execute(sql, (user_id,)).fetchall()
+    else:
+        with store.lock:
+            rows = store.conn.execute(sql, (user_id,)).fetchall()
     if not rows:
         return None
     vectors = store.codec.decode_many([r[2] for r in rows]).astype(np.float32)
@@ -127,9 +134,10 @@ def load(store: SQLiteStore, user_id: str) -> Topics | None:
     return Topics.from_json(text) if text else None
 
 
-def refresh(store: SQLiteStore, user_id: str) -> Topics | None:
-    """Build and keep the user's topics (the sleep cycle, or a lazy first search)."""
-    topics = build(store, user_id)
+def refresh(store: SQLiteStore, user_id: str,
+            reader: sqlite3.Connection | None = None) -> Topics | None:
+    """Build and keep the user's topics (a sleep cycle, or ``Memory.topics``)."""
+    topics = build(store, user_id, reader)
     if topics is not None:
         store.save_model(MODEL_PREFIX + user_id, topics.to_json())
     return topics
