@@ -98,14 +98,13 @@ def build(store: SQLiteStore, user_id: str,
             rows = store.conn.execute(sql, (user_id,)).fetchall()
     if not rows:
         return None
-    vectors = store.codec.decode_many([r[2] for r in rows]).astype(np.float32)
+    vectors = np.asarray(store.codec.decode_many([r[2] for r in rows]), dtype=np.float32)
     sids = [str(r[1]) for r in rows]
-    names = list(dict.fromkeys(sids))
-    index = {s: i for i, s in enumerate(names)}
-    member = np.array([index[s] for s in sids])
-    sums = np.zeros((len(names), vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, member, vectors)
-    sessions = _unit(sums)
+    # Rows come ordered by session: each session is one contiguous run of rows.
+    starts = [0] + [i for i in range(1, len(sids)) if sids[i] != sids[i - 1]]
+    names = [sids[i] for i in starts]
+    member = np.repeat(np.arange(len(starts)), np.diff([*starts, len(sids)]))
+    sessions = _unit(np.add.reduceat(vectors, starts, axis=0))
     k = max(1, math.ceil(math.sqrt(len(names))))
     if k == 1 or len(names) <= k:
         labels = np.zeros(len(names), dtype=np.int64) if k == 1 else np.arange(len(names))
@@ -118,9 +117,9 @@ def build(store: SQLiteStore, user_id: str,
     used = sorted(set(labels.tolist()))  # k-means may leave a cluster empty
     renumber = {old: new for new, old in enumerate(used)}
     labels = np.array([renumber[int(x)] for x in labels])
-    centroids = np.zeros((len(used), vectors.shape[1]), dtype=np.float64)
-    np.add.at(centroids, labels, sessions)
-    centroids = _unit(centroids)
+    onehot = np.zeros((len(used), len(names)), dtype=np.float32)
+    onehot[labels, np.arange(len(names))] = 1.0
+    centroids = _unit(onehot @ sessions)
     topic_of_row = labels[member]
     keys: list[list[str]] = []
     for t in range(len(used)):
