@@ -566,11 +566,11 @@ class Memory:
         with self._lock:
             window = None
             if self.config.time_boost > 0:
-                now = reference
-                if now is None:
+                anchor = reference
+                if anchor is None:
                     latest = self.store.latest_event_time(scope)
-                    now = from_ts(latest) if latest is not None else None
-                window = parse_query_time(query, now)
+                    anchor = from_ts(latest) if latest is not None else None
+                window = parse_query_time(query, anchor)
             if self.config.use_bm25:
                 # BM25 needs only the text: it runs on the other core while the query is
                 # embedded on one thread (see encode/minilm.py), then while FAISS scans.
