@@ -10,8 +10,9 @@ Threads. A single text (a query, one message) is embedded on one thread. Its for
 pass is a few dozen small matrix products, bound by reading the weights and by per-op
 overhead, which a second thread does not shorten but synchronises at every op; and the
 second core is then free for the search's BM25 query, which runs meanwhile. Alone: 7.0 ms
-on two threads, 8.1 on one; 100k-memory searches (query embedded, BM25 beside it): p95
-35.9 ms with two threads, 21.6 with one. Batches keep every thread.
+on two threads, 8.1 on one. 100k-memory searches, query embedded, p95: 35.9 ms on two
+threads with BM25 started after the embedding, 25.8 on one thread, 21.6 on one thread with
+BM25 started before it (Memory.search). Batches keep every thread.
 
 Garbage collector. Loading torch and transformers and running one forward pass leaves
 about 390k tracked Python objects (functions, type aliases, module dicts) that live as long
@@ -20,7 +21,7 @@ project's 2-core machine, during which no thread of the process runs Python. Tho
 were the longest stalls of a search beside a sleep cycle at 100k memories (251 ms, against
 a 71 ms longest write). So after loading, the model is warmed once and everything alive is
 moved to the collector's permanent generation (``gc.freeze``, after a ``gc.collect`` so no
-garbage is frozen): a full collection then takes under a millisecond. The cost is that
+garbage is frozen): a full collection then takes 0.5-6 ms. The cost is that
 objects alive at that moment are never collected even if they later become cyclic
 garbage; they are the process's imports and whatever the application held then. Set
 ``LATENTMEM_GC_FREEZE=0`` to keep the collector untouched. Rejected: raising the
