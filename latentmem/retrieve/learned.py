@@ -24,7 +24,10 @@ The weights live in ``latentmem/data/ranker.json`` and are *fitted*, not set
 by hand: ``latentmem bench fit-ranker`` fits them on the fit part of the LoCoMo
 dev data (conv-26 and conv-30) with this stage switched off, and writes the
 file with the command and data that produced it. The ablation table in
-BENCHMARKS.md shows the held-out effect (``- learned rerank``).
+BENCHMARKS.md shows the held-out effect (``- learned rerank``). The stage reads the earlier
+stages' scores, so it is refitted when they change: last on 2026-11-30 after the diffusion
+length gate (held-out R@10 0.795 -> 0.796 against the earlier weights, LongMemEval dev
+R@5 0.761 -> 0.771).
 
 The new score of a reordered memory is the model's output squashed to (0, 1);
 the candidates below ``depth`` keep their order after them. A memory without
