@@ -47,7 +47,7 @@ alone (0.750 at 100, 0.772 at 500: negatives do help later); a "not useful - pop
 contrast labelled 0 (it teaches that informative memories are unimportant: 0.58 at 100);
 a heavier L2 (the model then barely moves: 0.707 at 500).
 
-The implicit signal is which memories *lead* each context ``Memory.context`` packs: the 5
+The implicit signal is which memories *lead* each context ``Memory.context`` packs: the 3
 with the best retrieval scores. Their mean features, contrasted with the mean of every
 memory scored since the store opened, form one pairwise term (``led mean - population
 mean``) weighted by ``controller_implicit_weight`` per memory, capped at 1,000 memories,
@@ -55,7 +55,10 @@ so it cannot swamp explicit feedback. Taking every packed memory instead was mea
 and rejected: the packer fills the end of its budget with whatever short turns still
 fit, so "packed" leans towards short filler, and on the LoCoMo fit conversations it
 taught the opposite of importance (held-out AUC 0.72 -> 0.43 in one direction); the top
-5 raised it (0.72 -> 0.79, 0.69 -> 0.75).
+5 raised it (0.72 -> 0.79, 0.69 -> 0.75). After the diffusion length gate (2026-11-30)
+the leaders changed, and cross-fitted on conv-26/30 (contexts of one conversation, AUC
+over the other's turns) the top 3 did better than the top 5 after 100 / 200 contexts:
+0.744 / 0.748 against 0.727 / 0.730 (top 1: 0.730 / 0.732; top 10: 0.546 / 0.554).
 
 **Output**: importance is computed with the *prior's* intercept, not the learned one.
 Feedback is sampled from retrieved memories (most of which are not useful), so the fitted
@@ -93,7 +96,7 @@ STATE_VERSION = 1
 NOVELTY_WINDOW = 32
 BUFFER = 1000
 IMPLICIT_CAP = 1000
-IMPLICIT_TOP = 5
+IMPLICIT_TOP = 3
 # Explicit feedback (see the docstring): the "useful - population" contrast's weight per
 # useful event, and each pointwise event's weight. Chosen by cross-fitting conv-26/conv-30.
 POSITIVE_CONTRAST = 8.0
