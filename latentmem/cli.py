@@ -296,6 +296,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except OSError as exc:  # the port is taken, the address is not this machine's, ...
             sys.stderr.write(f"latentmem: cannot listen on {args.host}:{args.port}: {exc}\n")
             return 1
+        # Load the model before the first request rather than during it (~3 s); past the
+        # store's embedding cache, which should hold only what was remembered.
+        getattr(m.embedder, "inner", m.embedder).embed_batch(["warm up"])
         server.serve(srv)
     return 0
 
