@@ -64,8 +64,11 @@ def test_a_cycle_keeps_topics_and_a_deletion_drops_them(tmp_path: Path) -> None:
         report = m.sleep(phases=["optimise"])
         assert report.phases["optimise"]["topics_built"] == 1
         kept = topics.load(m.store, "ana")
-        assert kept is not None and kept.epoch == m.store.vector_epoch()
+        assert kept is not None and kept.signature == topics.signature(m.store, "ana")
         assert m.sleep(phases=["optimise"]).phases["optimise"]["topics_built"] == 0  # unchanged
+        m.add("someone else's note", user_id="bo", session_id="b1")  # another user changed
+        assert m.sleep(phases=["optimise"]).phases["optimise"]["topics_built"] == 1  # bo's only
+        assert topics.load(m.store, "ana").to_json() == kept.to_json()  # ana's untouched
         victim = m.all("ana")[0].id
         m.delete(victim, user_id="ana")
         assert topics.load(m.store, "ana") is None  # derived from the deleted vector

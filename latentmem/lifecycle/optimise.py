@@ -76,14 +76,13 @@ def _merge_fts(mem: Memory, deadline: float) -> tuple[int, str]:
 def _topics(mem: Memory, reader: sqlite3.Connection, deadline: float) -> int:
     """Build again the topic level (retrieve/topics.py) of each user whose memories changed
     since it was built; how many were built."""
-    epoch = mem.store.vector_epoch()
     built = 0
     for user, _ in mem.store.users():
         if time.perf_counter() > deadline:
             break
         kept = topics.load(mem.store, user)
-        if kept is None or kept.epoch != epoch:
-            reader.rollback()  # a fresh snapshot: what the cycle's earlier phases wrote
+        reader.rollback()  # a fresh snapshot: what the cycle's earlier phases wrote
+        if kept is None or kept.signature != topics.signature(mem.store, user, reader):
             if topics.refresh(mem.store, user, reader) is not None:
                 built += 1
             mem.forget_topics(user)

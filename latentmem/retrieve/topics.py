@@ -7,12 +7,12 @@ memories nearest that centroid as its extracted key sentences. No LLM: a topic i
 by what it holds, not summarised.
 
 Where it is built. ``build`` reads every vector of the user's sessions once (100k
-memories: well under a second), so it runs in the sleep cycle's optimise phase (for every
-user whose store changed since the last build), and lazily on a search of a user without
-one who has at most ``LAZY_SESSIONS`` sessions (a bench, a fresh store; built in memory
-only, as a search writes nothing); a bigger user waits for the cycle. It is kept as
-JSON in the ``models`` table (``topics/<user>``). Sessions newer than the build are
-assigned to their nearest topic when a query meets them.
+memories: about a second), so it runs in the sleep cycle's optimise phase (for every
+user whose session memories changed since the last build: ``signature``), and lazily on
+a search of a user without one who has at most ``LAZY_SESSIONS`` sessions (a bench, a
+fresh store; built in memory only, as a search writes nothing); a bigger user waits for
+the cycle. It is kept as JSON in the ``models`` table (``topics/<user>``). Sessions newer
+than the build are assigned to their nearest topic when a query meets them.
 
 How retrieval uses it (``Config.topic_weight``, coarse to fine): the query is compared
 with every topic centroid; each candidate then gains ``topic_weight`` times the min-max
@@ -40,7 +40,7 @@ import numpy as np
 from latentmem.store.sqlite import Scope, SQLiteStore
 
 MODEL_PREFIX = "topics/"
-VERSION = 1
+VERSION = 2
 KEY_MEMORIES = 3
 LAZY_SESSIONS = 500  # ~10k memories: a scan of ~20 ms on a search, once
 
@@ -48,14 +48,14 @@ LAZY_SESSIONS = 500  # ~10k memories: a scan of ~20 ms on a search, once
 @dataclass
 class Topics:
     user_id: str
-    epoch: int  # the store's vector epoch when built
+    signature: list[float]  # what the user's session memories were when built (signature())
     sessions: dict[str, int]  # session id -> topic
     centroids: np.ndarray  # (topics, dim), unit rows
     keys: list[list[str]]  # per topic, the ids of the memories nearest its centroid
 
     def to_json(self) -> str:
         return json.dumps({
-            "version": VERSION, "user_id": self.user_id, "epoch": self.epoch,
+            "version": VERSION, "user_id": self.user_id, "signature": self.signature,
             "sessions": self.sessions, "keys": self.keys,
             "centroids": [[round(float(v), 6) for v in row] for row in self.centroids],
         }, separators=(",", ":"))
@@ -65,7 +65,7 @@ class Topics:
         data = json.loads(text)
         if data.get("version") != VERSION:
             return None
-        return cls(str(data["user_id"]), int(data["epoch"]),
+        return cls(str(data["user_id"]), [float(v) for v in data["signature"]],
                    {str(k): int(v) for k, v in data["sessions"].items()},
                    np.asarray(data["centroids"], dtype=np.float32), data["keys"])
 
@@ -83,12 +83,29 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+_SIGNATURE = ("SELECT count(*), coalesce(max(rowid), 0), coalesce(max(updated_at), 0) "
+              "FROM records WHERE user_id = ? AND session_id IS NOT NULL")
+
+
+def signature(store: SQLiteStore, user_id: str,
+              reader: sqlite3.Connection | None = None) -> list[float]:
+    """How many session memories the user has, the newest rowid, the latest update: when
+    it differs from a build's, the user's topics are stale (a change elsewhere in the
+    store does not make them so)."""
+    if reader is not None:
+        row = reader.execute(_SIGNATURE, (user_id,)).fetchone()
+    else:
+        with store.lock:
+            row = store.conn.execute(_SIGNATURE, (user_id,)).fetchone()
+    return [float(v) for v in row]
+
+
 def build(store: SQLiteStore, user_id: str,
           reader: sqlite3.Connection | None = None) -> Topics | None:
     """Cluster the user's sessions; None when the user has no session. ``reader``: a
     connection of the caller's (a sleep cycle's read-only one), so the scan of the user's
     vectors holds no lock a search needs."""
-    epoch = store.vector_epoch()
+    mark = signature(store, user_id, reader)
     sql = ("SELECT id, session_id, vector FROM records WHERE user_id = ? AND session_id "
            "IS NOT NULL ORDER BY session_id, rowid")
     if reader is not None:
@@ -126,7 +143,7 @@ def build(store: SQLiteStore, user_id: str,
         rows_t = np.nonzero(topic_of_row == t)[0]
         sims = vectors[rows_t] @ centroids[t]
         keys.append([str(rows[int(rows_t[i])][0]) for i in np.argsort(-sims)[:KEY_MEMORIES]])
-    return Topics(user_id, epoch, {s: int(labels[i]) for i, s in enumerate(names)},
+    return Topics(user_id, mark, {s: int(labels[i]) for i, s in enumerate(names)},
                   centroids, keys)
 
 
