@@ -7,6 +7,9 @@ conv-30 by default, as in ``bench ablate``): each question of categories 1-4 is 
 question is ``feedback(id, useful=True)``, every other hit ``useful=False``. These events
 are streamed through ``Memory.feedback`` in a fixed shuffled order, one shuffle per seed.
 
+Every run and seed starts from the store as ingested: stored importances and the feedback
+log are restored first (feedback changes both, and retrieval reads importance).
+
 After 0, 10, 50, 100 and 500 events, every turn of the *held-out* conversations is scored
 with the current model, and the figure is the AUC of that importance for telling apart
 the turns that are evidence for some question (categories 1-4) from the rest, over all
@@ -129,12 +132,33 @@ def _shuffled(items: list[Any], seed: int) -> list[Any]:
     return out
 
 
+def _snapshot(memory: Any) -> list[tuple[int, float]]:
+    """Every memory's stored importance, which feedback changes (and retrieval reads)."""
+    memory.settle()
+    with memory.store.lock:
+        rows = memory.store.conn.execute("SELECT rowid, importance FROM records").fetchall()
+    return [(int(r), float(v)) for r, v in rows]
+
+
+def _restore(memory: Any, saved: list[tuple[int, float]]) -> None:
+    """Undo what an earlier run did to the store: stored importances and the feedback log
+    (a memory's own feedback is blended into its importance), so that runs, and seeds,
+    do not see each other's feedback."""
+    memory.settle()
+    memory.store.set_importance(saved)
+    with memory.store.transaction() as conn:
+        conn.execute("DELETE FROM feedback")
+
+
 def _stream(memory: Any, questions: list[tuple[str, str]], events: list[Event],
             checkpoints: list[int], contexts: bool, budget: int,
-            held: tuple[np.ndarray, np.ndarray]) -> dict[int, float]:
+            held: tuple[np.ndarray, np.ndarray],
+            saved: list[tuple[int, float]] | None = None) -> dict[int, float]:
     """Feed ``events`` to a fresh controller through ``Memory.feedback`` (with
     ``contexts``, each question's context is packed before its first event, as in use);
-    the held-out AUC at each checkpoint."""
+    the held-out AUC at each checkpoint. ``saved``: the store's state to start from."""
+    if saved is not None:
+        _restore(memory, saved)
     ctl = memory.controller
     ctl.reset()
     asked: set[int] = set()
@@ -189,6 +213,7 @@ def run_cli(args: argparse.Namespace) -> int:
                                    hit.record.metadata["key"] in q.gold))
                 questions.append((unit.name, q.text))
         before = _retrieval(memory, held, args.budget)
+        saved = _snapshot(memory)
         checkpoints = [0, *[n for n in args.events if n <= len(events)]]
         runs: dict[str, dict[int, list[float]]] = {}
         for run, weight in (("explicit", 0.0), ("explicit+implicit", implicit_weight)):
@@ -196,7 +221,7 @@ def run_cli(args: argparse.Namespace) -> int:
             for seed in range(args.seeds):
                 ctl.implicit_weight = weight
                 curve = _stream(memory, questions, _shuffled(events, seed), checkpoints,
-                                weight > 0, args.budget, (x_held, y_held))
+                                weight > 0, args.budget, (x_held, y_held), saved)
                 for n, value in curve.items():
                     runs[run][n].append(value)
                 if not args.quiet:
@@ -207,12 +232,14 @@ def run_cli(args: argparse.Namespace) -> int:
         # 1,000, explicit only) scores the held-out store.
         ctl.implicit_weight = 0.0
         all_events_auc = _stream(memory, questions, _shuffled(events, 0), [len(events)], False,
-                                 args.budget, (x_held, y_held))[len(events)]
+                                 args.budget, (x_held, y_held), saved)[len(events)]
         learned = {f: round(float(w), 3) for f, w in zip(FEATURES, ctl.weights, strict=True)}
         for unit in held:
             ctl.rescore(memory.store, Scope(unit.name))
         after = _retrieval(memory, held, args.budget)
-        # Implicit only: contexts of the fit questions, nothing explicit.
+        # Implicit only: contexts of the fit questions, nothing explicit, on the store as it
+        # was before any feedback.
+        _restore(memory, saved)
         ctl.reset()
         ctl.implicit_weight = implicit_weight
         implicit: dict[int, float] = {}
