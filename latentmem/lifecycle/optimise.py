@@ -23,7 +23,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from latentmem.lifecycle import journal
+from latentmem.lifecycle import journal, pacing
 from latentmem.retrieve import topics
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float) -> dict[str, A
     report: dict[str, Any] = {}
     t0 = time.perf_counter()
     report.update(_repair_fts(mem, reader))
+    mem.store.set_fts_automerge(pacing.FTS_AUTOMERGE)  # a cycle killed while it wrote left it off
     with mem._lock:
         mem._sync_index()
         rebuilt = mem.index.count() != mem.store.count()

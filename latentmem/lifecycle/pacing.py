@@ -47,8 +47,8 @@ CHECKPOINT_PAGES = 4_000
 # writes, its own merge steps between slices doing the work instead, and restores it after:
 # archiving at 100k, a batch's transaction sometimes carried an automerge of ~250 pages
 # (longest transaction 64-105 ms against a 20 ms target; 34 ms without). A process that
-# crashes mid-cycle leaves it off until the next cycle ends; meanwhile FTS5's 'crisismerge'
-# (16 segments a level) still bounds the index.
+# crashes mid-cycle leaves it off until the next cycle's optimise phase puts it back;
+# meanwhile FTS5's 'crisismerge' (16 segments a level) still bounds the index.
 FTS_AUTOMERGE = 4
 
 
@@ -89,6 +89,8 @@ class Pacer:
         self._every, self._since = 1, 0  # slices between checkpoints, and since the last
 
     def batches(self, idx: Sequence[int] | np.ndarray, deadline: float) -> Iterator[Any]:
+        if len(idx) == 0:  # nothing to write: leave every setting as it is
+            return
         start = 0
         with self.store.lock:  # SQLite's own checkpoint only if this one falls behind
             saved = int(self.store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])

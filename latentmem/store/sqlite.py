@@ -597,8 +597,11 @@ class SQLiteStore:
 
     def set_fts_automerge(self, segments: int) -> None:
         """FTS5's 'automerge' (0: off; see lifecycle/pacing.py). Kept in the index's own
-        config table, so it outlives this connection."""
+        config table, so it outlives this connection; written only when it changes."""
         with self.transaction() as conn:
+            row = conn.execute("SELECT v FROM records_fts_config WHERE k = 'automerge'").fetchone()
+            if (4 if row is None else int(row[0])) == int(segments):  # absent: FTS5's default
+                return
             conn.execute("INSERT INTO records_fts(records_fts, rank) VALUES ('automerge', ?)",
                          (int(segments),))
 
