@@ -58,6 +58,9 @@ class Config:
     diffusion_chars: float = 600.0
     # Added to the memories of the one speaker a query names; 0 switches it off.
     speaker_boost: float = 0.3
+    # Embed the query as written, names of the scope's speakers included (False: they
+    # are taken out of the text embedded for the dense side; see retrieve/hybrid.py).
+    speaker_names_in_vector: bool = False
     # Entity hop (latentmem/retrieve/hybrid.py): names in the best `entity_seeds` hits are
     # searched again; 0 gain switches it off.
     entity_gain: float = 0.0

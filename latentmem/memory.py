@@ -564,6 +564,7 @@ class Memory:
         n = max(self.config.candidates, k)
         sparse = None
         with self._lock:
+            named = hybrid.named_speakers(query, self.store.speakers(scope))
             window = None
             if self.config.time_boost > 0:
                 anchor = reference
@@ -581,11 +582,12 @@ class Memory:
                     self._pool = ThreadPoolExecutor(1, thread_name_prefix="latentmem-bm25")
                 sparse = self._pool.submit(self.store.bm25, query, scope, n)
         if query_vector is None:
-            qvec = self.embedder.embed_batch([query])[0]
+            embedded = query if self.config.speaker_names_in_vector else hybrid.dense_text(query, named)
+            qvec = self.embedder.embed_batch([embedded])[0]
         with self._lock:
             self._sync_index()
             cands = hybrid.retrieve(
-                self.store, self.index, scope, query, qvec, self.config, n, window, sparse,
+                self.store, self.index, scope, query, qvec, self.config, n, window, sparse, named,
             )
         if not cands:
             return []

@@ -9,7 +9,7 @@ import pytest
 from latentmem import Memory
 from latentmem.encode.fake import HashEmbedder
 from latentmem.graph.diffusion import chains, neighbourhood, spread
-from latentmem.retrieve.hybrid import named_speakers
+from latentmem.retrieve.hybrid import dense_text, named_speakers
 
 
 def test_chains_and_neighbourhood() -> None:
@@ -33,6 +33,15 @@ def test_named_speakers_whole_words() -> None:
     assert named_speakers("What did Ana say about Lisbon?", speakers) == ["Ana"]
     assert named_speakers("jon's plans", speakers) == ["Jon"]
     assert named_speakers("Anatomy class", speakers) == []
+
+
+def test_dense_text_takes_the_named_speakers_out() -> None:
+    assert dense_text("Which cities has Jon visited?", ["Jon"]) == "Which cities has visited?"
+    assert dense_text("What do MELANIE's kids like?", ["Melanie"]) == "What do kids like?"
+    assert dense_text("Did Jon and Gina both dance?", ["Jon", "Gina"]) == "Did and both dance?"
+    assert dense_text("Jonathan's plans", ["Jon"]) == "Jonathan's plans"  # whole words only
+    assert dense_text("Jon?", ["Jon"]) == "Jon?"  # nothing would be left: as written
+    assert dense_text("What did Ana say?", []) == "What did Ana say?"
 
 
 def _conversation(m: Memory) -> list[str]:
@@ -84,7 +93,7 @@ def test_speaker_boost_prefers_the_named_speaker(tmp_path: Path) -> None:
         {"fusion": "rrf"},
         {"use_bm25": False},
         {"use_dense": False},
-        {"diffusion_hops": 0, "speaker_boost": 0.0},
+        {"diffusion_hops": 0, "speaker_boost": 0.0, "speaker_names_in_vector": True},
         {"time_boost": 0.0, "session_boost": 0.0, "listing_diversity": 0.0},
         {"entity_gain": 0.3, "session_centroid": 0.2, "session_diversity": 0.1, "mmr": 0.2,
          "maxsim_weight": 0.3},
