@@ -103,10 +103,16 @@ def prewarm(setup: BenchSetup, units: list[Unit], quiet: bool) -> float:
     from tqdm import tqdm
 
     from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
+    from latentmem.retrieve.hybrid import dense_text, named_speakers
 
+    queries = []
+    for u in units:
+        # latentmem embeds a query without the speakers it names (retrieve/hybrid.py).
+        speakers = sorted({t.speaker for s in u.sessions for t in s.turns if t.speaker})
+        for q in u.questions:
+            queries += [q.text, dense_text(q.text, named_speakers(q.text, speakers))]
     texts = list(dict.fromkeys(
-        [t.indexed for u in units for s in u.sessions for t in s.turns]
-        + [q.text for u in units for q in u.questions]
+        [t.indexed for u in units for s in u.sessions for t in s.turns] + queries
     ))
     cache = EmbeddingCache.open(setup.cache_path)
     embedder = CachedEmbedder(setup.embedder, cache)

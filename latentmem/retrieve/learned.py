@@ -28,11 +28,12 @@ BENCHMARKS.md shows the held-out effect (``- learned rerank``). The stage reads 
 stages' scores, so it is refitted when they change: last on 2026-11-30 after the diffusion
 length gate (held-out R@10 0.795 -> 0.796 against the earlier weights, LongMemEval dev
 R@5 0.761 -> 0.771), and again after speaker names left the query vector (eb61759): LoCoMo
-held-out R@10 0.7995 -> 0.804 against the earlier weights, but LongMemEval dev turn R@10
+held-out R@10 0.800 -> 0.806 against the earlier weights, but LongMemEval dev turn R@10
 0.895 -> 0.870 (its fit half 0.871 -> 0.830, its reported half 0.919 -> 0.909; the
 length weight fell from 0.87 to 0.47). Fitting on LoCoMo's fit part *and* LongMemEval's
-even-numbered questions was tried and was worse on both held-out parts (LoCoMo 0.7995,
-LongMemEval odd half 0.869), so the fit stays on LoCoMo alone.
+even-numbered questions was tried and was worse on both held-out parts (LoCoMo held-out
+R@10 0.7995 against 0.804 for the LoCoMo-only fit, measured the same way; LongMemEval odd
+half 0.869 against 0.909), so the fit stays on LoCoMo alone.
 
 The new score of a reordered memory is the model's output squashed to (0, 1);
 the candidates below ``depth`` keep their order after them. A memory without
