@@ -72,6 +72,12 @@ class Config:
     # Memories in the window a query's time expression names ("last week", "in May 2023")
     # gain this much relevance (latentmem/retrieve/timequery.py); 0 switches it off.
     time_boost: float = 0.3
+    # "before/after <an event>" (no date): the window is this many days before or after
+    # the memory that best matches the event; 0 switches event anchors off.
+    anchor_days: float = 30.0
+    # A memory counts as inside a query's window when the time its text mentions
+    # ("yesterday", "last week", read against its own time) is; False: its own time only.
+    time_mentions: bool = True
     # Second stage (latentmem/retrieve/rerank.py); 0 switches each off.
     session_boost: float = 0.4
     session_centroid: float = 0.0

@@ -47,7 +47,12 @@ from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import is_listing
 from latentmem.retrieve.scoring import rescore_many
 from latentmem.retrieve.timeparse import parse_time
-from latentmem.retrieve.timequery import parse_query_time
+from latentmem.retrieve.timequery import (
+    TimeWindow,
+    anchored_window,
+    event_anchor,
+    parse_query_time,
+)
 from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
 from latentmem.store.vector_index import FaissIndex
 from latentmem.types import Context, Edge, Hit, Receipt, Record, from_ts
@@ -572,6 +577,8 @@ class Memory:
                     latest = self.store.latest_event_time(scope)
                     anchor = from_ts(latest) if latest is not None else None
                 window = parse_query_time(query, anchor)
+                if window is None and self.config.anchor_days > 0:
+                    window = self._event_window(query, scope)
             if self.config.use_bm25:
                 # BM25 needs only the text: it runs on the other core while the query is
                 # embedded on one thread (see encode/minilm.py), then while FAISS scans.
@@ -636,6 +643,21 @@ class Memory:
             self.in_background(self.store.touch, [rowid for _, _, rowid, _ in top],
                                time.time(), scope.user_id)
         return hits
+
+    def _event_window(self, query: str, scope: Scope) -> TimeWindow | None:
+        """"before the trip to Oslo": the window near the memory that best matches "the trip
+        to Oslo" (BM25, which needs no model call), or None (retrieve/timequery.py)."""
+        found = event_anchor(query)
+        if found is None:
+            return None
+        relation, phrase = found
+        hits = self.store.bm25(phrase, scope, 5)
+        times = self.store.event_times([rowid for rowid, _ in hits])
+        for rowid, _ in hits:
+            when = from_ts(times.get(rowid))
+            if when is not None:
+                return anchored_window(relation, when, self.config.anchor_days, phrase)
+        return None
 
     def _late_interaction(
         self,

@@ -8,7 +8,12 @@ import pytest
 
 from latentmem import Memory
 from latentmem.errors import InvalidInputError
-from latentmem.retrieve.timequery import parse_query_time
+from latentmem.retrieve.timequery import (
+    anchored_window,
+    event_anchor,
+    mentioned_window,
+    parse_query_time,
+)
 
 REF = datetime(2023, 8, 20, 15, 0, tzinfo=UTC)  # a Sunday
 
@@ -48,6 +53,73 @@ def test_no_time_expression(query: str) -> None:
 
 def test_no_reference_no_window() -> None:
     assert parse_query_time("last week", None) is None
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("What did Ana buy before the trip to Oslo?", ("before", "the trip to oslo")),
+    ("How did she feel after the accident?", ("after", "the accident")),
+    ("What has improved since starting boot camp", ("after", "starting boot camp")),
+    ("Which city was John in prior to traveling to Chicago?", ("before", "traveling to chicago")),
+    ("What did I read before the move did I say", ("before", "the move")),
+])
+def test_event_anchors(query: str, expected: tuple[str, str]) -> None:
+    assert event_anchor(query) == expected
+
+
+@pytest.mark.parametrize("query", [
+    "What did I do before May 2023?",  # a date: parse_query_time reads it
+    "after 2 weeks", "what happened after that?", "before the", "where did I go",
+])
+def test_no_event_anchor(query: str) -> None:
+    assert event_anchor(query) is None
+
+
+def test_anchored_window_is_near_the_anchor() -> None:
+    when = datetime(2023, 5, 8, 13, 0, tzinfo=UTC)
+    before = anchored_window("before", when, 30, "the trip")
+    assert before.start == datetime(2023, 4, 8, tzinfo=UTC)
+    assert before.end == datetime(2023, 5, 9, tzinfo=UTC)  # the anchor's day included
+    after = anchored_window("after", when, 30, "the trip")
+    assert after.start == datetime(2023, 5, 8, tzinfo=UTC)
+    assert after.end == datetime(2023, 6, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("I went to the support group yesterday!", (date(2023, 5, 7), date(2023, 5, 8))),
+    ("Busy lately, but yesterday I ran 10k", (date(2023, 5, 7), date(2023, 5, 8))),
+    ("Last weekend we went camping", (date(2023, 5, 6), date(2023, 5, 8))),
+    ("In March I started pottery", (date(2023, 3, 1), date(2023, 4, 1))),
+    ("See you today", None), ("I have been busy lately", None), ("No time here", None),
+])
+def test_mentioned_window(text: str, expected: tuple[date, date] | None) -> None:
+    got = mentioned_window(text, datetime(2023, 5, 8, 13, 0, tzinfo=UTC))  # a Monday
+    assert (None if got is None else (got[0].date(), got[1].date())) == expected
+    assert mentioned_window(text, None) is None
+
+
+def test_event_anchor_boosts_the_time_before_the_event(mem: Memory) -> None:
+    mem.add("Bought a new tent and a stove", user_id="u", event_time="2023-06-25T10:00")
+    mem.add("Bought a new lamp for the office", user_id="u", event_time="2023-01-10T10:00")
+    mem.add("We flew to Oslo for the fjord trip", user_id="u", event_time="2023-07-01T10:00")
+    hits = {h.record.text.split()[3]: h for h in
+            mem.search("What did I buy before the fjord trip?", user_id="u", k=3)}
+    assert hits["tent"].components["time"] > 0  # five days before the trip
+    assert "time" not in hits["lamp"].components  # half a year before
+    with Memory(mem.home, embedder="hash", anchor_days=0) as off:
+        assert all("time" not in h.components
+                   for h in off.search("What did I buy before the fjord trip?", user_id="u", k=3))
+
+
+def test_a_time_the_text_mentions_counts_for_the_window(mem: Memory) -> None:
+    mem.add("I went to the support group yesterday", user_id="u", event_time="2023-05-08T13:00")
+    mem.add("Went to the support group again", user_id="u", event_time="2023-05-20T13:00")
+    hits = {h.record.text: h for h in mem.search("support group on 7 May 2023", user_id="u", k=2)}
+    said = hits["I went to the support group yesterday"].components  # on 8 May, about 7 May
+    assert said["time"] > 0 and said["time_mentioned"] == 1.0
+    assert "time" not in hits["Went to the support group again"].components
+    with Memory(mem.home, embedder="hash", time_mentions=False) as off:
+        hits = off.search("support group on 7 May 2023", user_id="u", k=2)
+        assert all("time" not in h.components for h in hits)
 
 
 def _diary(m: Memory) -> None:

@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "- speaker match": {"speaker_boost": 0.0},
     "- speaker names out of the query vector": {"speaker_names_in_vector": True},
     "- query time": {"time_boost": 0.0},
+    "- event anchors (before/after an event)": {"anchor_days": 0.0},
+    "- times the text mentions": {"time_mentions": False},
     "- session scale": {"session_boost": 0.0},
     "- listing diversity": {"listing_diversity": 0.0},
     "- learned rerank": {"learned_rerank": False},

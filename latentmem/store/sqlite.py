@@ -830,6 +830,18 @@ class SQLiteStore:
             ).fetchall()
         return {int(r): str(t) for r, t in rows}
 
+    def event_times(self, rowids: Sequence[int]) -> dict[int, float]:
+        """The event time of each of ``rowids`` that has one."""
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT rowid, event_time FROM records WHERE rowid IN ({marks}) "
+                "AND event_time IS NOT NULL", list(rowids)
+            ).fetchall()
+        return {int(r): float(t) for r, t in rows}
+
     def latest_event_time(self, scope: Scope) -> float | None:
         clause, params = scope.where()
         with self.lock:
