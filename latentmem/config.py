@@ -94,6 +94,9 @@ class Config:
     # recall on LoCoMo and LongMemEval dev, see BENCHMARKS.md).
     learned_rerank: bool = True
     learned_in_context: bool = False
+    # context() for a query that asks "when": note the date each relative time in a packed
+    # memory stands for, "(yesterday: Sun 7 May 2023)" (latentmem/retrieve/context.py).
+    context_dates: bool = True
     ranker_path: str | None = None
     # Each first-stage retriever contributes this many candidates (at least k).
     candidates: int = 100

@@ -44,7 +44,7 @@ from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import hybrid, rerank, topics
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve.context import pack
-from latentmem.retrieve.intent import is_listing
+from latentmem.retrieve.intent import asks_when, is_listing
 from latentmem.retrieve.scoring import rescore_many
 from latentmem.retrieve.timeparse import parse_time
 from latentmem.retrieve.timequery import (
@@ -706,7 +706,7 @@ class Memory:
             track_access=False, learned=self.config.learned_rerank and self.config.learned_in_context,
             now=now,
         )
-        ctx = pack(query, hits, budget_tokens)
+        ctx = pack(query, hits, budget_tokens, dates=self.config.context_dates and asks_when(query))
         # Learned from after the caller has its context: a search path never writes.
         self.in_background(self.controller.observe_context, self.store, ctx)
         return ctx

@@ -8,10 +8,13 @@ import pytest
 
 from latentmem import Memory
 from latentmem.errors import InvalidInputError
+from latentmem.retrieve.intent import asks_when
 from latentmem.retrieve.timequery import (
     anchored_window,
+    describe_window,
     event_anchor,
     mentioned_window,
+    mentions,
     parse_query_time,
 )
 
@@ -95,6 +98,55 @@ def test_mentioned_window(text: str, expected: tuple[date, date] | None) -> None
     got = mentioned_window(text, datetime(2023, 5, 8, 13, 0, tzinfo=UTC))  # a Monday
     assert (None if got is None else (got[0].date(), got[1].date())) == expected
     assert mentioned_window(text, None) is None
+
+
+def test_mentions_in_order_without_overlap() -> None:
+    when = datetime(2023, 5, 8, 13, 0, tzinfo=UTC)
+    got = mentions("Last week, not in May 2023 but three years ago; recently too", when)
+    assert [w for _, _, w in got] == ["last week", "may 2023", "three years ago"]
+    assert mentions("Last week", None) == []
+
+
+@pytest.mark.parametrize(("start", "end", "text"), [
+    (date(2023, 5, 7), date(2023, 5, 8), "Sun 7 May 2023"),
+    (date(2023, 5, 1), date(2023, 5, 8), "1-7 May 2023"),
+    (date(2023, 4, 24), date(2023, 5, 1), "24-30 Apr 2023"),
+    (date(2023, 4, 28), date(2023, 5, 5), "28 Apr - 4 May 2023"),
+    (date(2022, 12, 26), date(2023, 1, 2), "26 Dec 2022 - 1 Jan 2023"),
+    (date(2023, 3, 1), date(2023, 4, 1), "March 2023"),
+    (date(2022, 1, 1), date(2023, 1, 1), "2022"),
+])
+def test_describe_window(start: date, end: date, text: str) -> None:
+    as_time = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in (start, end)]
+    assert describe_window(*as_time) == text
+
+
+@pytest.mark.parametrize(("query", "when"), [
+    ("When did Caroline go to the support group?", True),
+    ("How long has Ana lived in Porto?", True),
+    ("What year did they marry?", True),
+    ("How many days before the trip did I buy the tent?", True),
+    ("What did Caroline do at the support group?", False),
+    ("How many books has Ana read?", False),
+])
+def test_asks_when(query: str, when: bool) -> None:
+    assert asks_when(query) is when
+
+
+def test_context_notes_the_dates_of_relative_times_for_when_questions(mem: Memory) -> None:
+    mem.add([{"role": "user", "name": "Ana", "content": "I went to the support group yesterday!"},
+             {"role": "user", "name": "Bo", "content": "Two weeks ago I sold my bike, in May 2023"}],
+            user_id="u", session_id="s1", event_time="2023-05-08T13:00")
+    ctx = mem.context("When did Ana go to the support group?", user_id="u")
+    assert "[1] Ana: I went to the support group yesterday! (yesterday: Sun 7 May 2023)" in ctx.text
+    # "about" the middle of an "ago"; a date the text spells out gets no note.
+    assert "(two weeks ago: about Mon 24 Apr 2023)" in ctx.text and "may 2023:" not in ctx.text
+    assert ctx.used_tokens <= ctx.budget_tokens
+    assert ctx.items[0].text == "I went to the support group yesterday!"  # the item stays verbatim
+    plain = mem.context("What did Ana do at the support group?", user_id="u")
+    assert "(yesterday" not in plain.text
+    with Memory(mem.home, embedder="hash", context_dates=False) as off:
+        assert "(yesterday" not in off.context("When did Ana go there?", user_id="u").text
 
 
 def test_event_anchor_boosts_the_time_before_the_event(mem: Memory) -> None:

@@ -19,20 +19,32 @@ eight groups share a 1,000-token context; the 7-token header leaves room for
 two or three more memories. The session id and the exact time stay in the
 items, where provenance belongs. A group's header is charged to the budget
 when its first memory is selected, so the text never exceeds it.
+
+Dates for "when" questions. A query that asks for a time (``intent.asks_when``)
+gets, after each memory whose text uses a relative time, the date it stands
+for: ``[3] Caroline: I went to the support group yesterday. (yesterday: Sun 7 May
+2023)``. The reader would otherwise have to do the calendar arithmetic from the
+group's header, which is where language models slip (LoCoMo's temporal answers
+are exactly these dates). The note follows the verbatim text, never inside it,
+and is charged to the budget; expressions that already carry a year ("in May
+2023") get none. Other queries get no notes: they would only cost budget.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from latentmem.retrieve.timequery import describe_window, mentions
 from latentmem.retrieve.tokens import TOKENIZER_NAME, count_many, count_tokens
 from latentmem.types import Context, ContextItem, Hit
 
 _WIDEST_REF = 9999
+_YEAR = re.compile(r"\b\d{4}\b")
 
 
-def _body(ref: int, hit: Hit) -> str:
+def _body(ref: int, hit: Hit, dates: bool = False) -> str:
     rec = hit.record
     who = f"{rec.speaker}: " if rec.speaker else ""
     if rec.text is not None:
@@ -41,7 +53,26 @@ def _body(ref: int, hit: Hit) -> str:
         body = f"(reconstructed) {rec.summary}"
     else:  # lossy and no inverter: say so rather than show nothing
         body = "(text not kept)"
-    return f"[{ref}] {who}{body}"
+    return f"[{ref}] {who}{body}{_date_note(hit) if dates else ''}"
+
+
+def _date_note(hit: Hit) -> str:
+    """" (yesterday: Sun 7 May 2023)" for a memory whose text uses relative times (up to
+    three, in the order of the text)."""
+    rec = hit.record
+    notes = []
+    for start, end, words in mentions(rec.text or "", rec.event_time):
+        if _YEAR.search(words):
+            continue  # a date the text already spells out
+        if words.endswith(" ago"):  # "two weeks ago" is a day give or take a few: say which
+            middle = start + (end - start - timedelta(days=1)) / 2
+            about = (str(middle.year) if "year" in words
+                     else middle.strftime("%B %Y") if "month" in words
+                     else describe_window(middle, middle + timedelta(days=1)))
+            notes.append(f"{words}: about {about}")
+        else:
+            notes.append(f"{words}: {describe_window(start, end)}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _group(hit: Hit) -> str:
@@ -70,7 +101,8 @@ def _when(hit: Hit) -> float:
     return event.timestamp() if event is not None else float("inf")
 
 
-def pack(query: str, hits: Sequence[Hit], budget_tokens: int) -> Context:
+def pack(query: str, hits: Sequence[Hit], budget_tokens: int, dates: bool = False) -> Context:
+    """``dates``: note the date each relative time in a memory stands for (see above)."""
     chosen: list[Hit] = []
     omitted: list[dict[str, object]] = []
     seen: dict[str, str] = {}
@@ -78,7 +110,7 @@ def pack(query: str, hits: Sequence[Hit], budget_tokens: int) -> Context:
     used = 0
     # Charge each line as if it carried the widest ref, and each header as if it held
     # a full date, so the final text is never over budget.
-    costs = count_many([_body(_WIDEST_REF, h) for h in hits])
+    costs = count_many([_body(_WIDEST_REF, h, dates) for h in hits])
     widest = datetime(2000, 12, 30, 23, 59)  # "Wed 30 Dec 2000, 23:59": as long as any
     day_only, timed = count_many([_header(widest, False), _header(widest, True)])
     days: dict[str, int] = {}  # day -> groups opened on it (a second one adds times)
@@ -122,7 +154,7 @@ def pack(query: str, hits: Sequence[Hit], budget_tokens: int) -> Context:
         lines.append(_header(members[0].record.event_time, days[day_of[_group(members[0])]] > 1))
         for hit in members:
             ref += 1
-            line = _body(ref, hit)
+            line = _body(ref, hit, dates)
             lines.append(line)
             rec = hit.record
             items.append(

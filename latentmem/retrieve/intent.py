@@ -7,6 +7,9 @@ them rather than stack near-copies of the best one. The cues are English
 question forms, not anything specific to a data set: counting words, explicit
 listing verbs and quantifiers, and a plural noun right after the question word
 ("what activities does", "which places have").
+
+``asks_when``: the query asks for a time or a duration, so the context shows the
+dates that relative words in its memories stand for (``context.py``).
 """
 
 from __future__ import annotations
@@ -35,3 +38,15 @@ def is_listing(query: str) -> bool:
     if _CUES.search(text):
         return True
     return any(m.group(1).lower() not in _NOT_PLURAL for m in _PLURAL_AFTER_WH.finditer(text))
+
+
+_WHEN = re.compile(
+    r"\bwhen\b|\bwhat (?:date|day|time|year|month|week)\b|\bwhich (?:date|day|year|month|week)\b"
+    r"|\bhow long\b|\bhow many (?:days|weeks|months|years)\b|\bsince when\b",
+    re.IGNORECASE,
+)
+
+
+def asks_when(query: str) -> bool:
+    """The query asks for a time ("When did Ana move?", "How long ago...", "What year...")."""
+    return bool(_WHEN.search(query))

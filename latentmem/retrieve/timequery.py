@@ -275,15 +275,47 @@ _HINT = re.compile(
 MENTION_CHARS = 1000  # only the start of a long memory is read for a mention
 
 
-def mentioned_window(text: str, when: datetime | None) -> tuple[datetime, datetime] | None:
-    """The time the first (not vague) time expression of a memory's ``text`` points at,
-    read against the memory's own time ``when``; None without one (or without ``when``)."""
+def mentions(text: str, when: datetime | None,
+             limit: int = 3) -> list[tuple[datetime, datetime, str]]:
+    """The first ``limit`` (not vague, not overlapping) time expressions of a memory's
+    ``text``, read against the memory's own time ``when``: (window start, end, the
+    words), in the order of the text; none without ``when``."""
     if when is None or not text:
-        return None
+        return []
     text = text[:MENTION_CHARS]
     if not _HINT.search(text):
-        return None
+        return []
     low = " ".join(text.lower().split())
-    found = [f for f in _windows(low, when) if low[f[0]:f[1]] not in _VAGUE]
-    first = _first(found, low)
-    return None if first is None else (first[0], first[1])
+    found = sorted((f for f in _windows(low, when) if low[f[0]:f[1]] not in _VAGUE),
+                   key=lambda f: (f[0], -f[1]))  # at each start, the longest first
+    out: list[tuple[datetime, datetime, str]] = []
+    reached = 0
+    for start, end, lo, hi in found:
+        if start >= reached:
+            out.append((lo, hi, low[start:end]))
+            reached = end
+            if len(out) == limit:
+                break
+    return out
+
+
+def mentioned_window(text: str, when: datetime | None) -> tuple[datetime, datetime] | None:
+    """The window of the first time a memory's ``text`` mentions (see ``mentions``)."""
+    found = mentions(text, when, 1)
+    return (found[0][0], found[0][1]) if found else None
+
+
+def describe_window(start: datetime, end: datetime) -> str:
+    """A window as a reader wants it: "Sun 7 May 2023", "1-7 May 2023", "May 2023", "2023"."""
+    last = end - timedelta(days=1)
+    if end - start <= timedelta(days=1):
+        return f"{start.strftime('%a')} {start.day} {start.strftime('%b %Y')}"
+    if start.day == 1 and end.day == 1 and start.month == 1 and end.year == start.year + 1:
+        return str(start.year)
+    if start.day == 1 and end.day == 1 and (end - start).days <= 31:
+        return start.strftime("%B %Y")
+    if (start.year, start.month) == (last.year, last.month):
+        return f"{start.day}-{last.day} {last.strftime('%b %Y')}"
+    if start.year == last.year:
+        return f"{start.day} {start.strftime('%b')} - {last.day} {last.strftime('%b %Y')}"
+    return f"{start.day} {start.strftime('%b %Y')} - {last.day} {last.strftime('%b %Y')}"
