@@ -267,12 +267,34 @@ def test_405_says_which_methods_are_allowed(api: Api) -> None:
     conn.close()
 
 
+def test_http11_keeps_the_connection_and_answers_expect_continue(api: Api) -> None:
+    host, port = api.srv.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), port, timeout=DEADLINE_S)
+    for text in ("first on this connection", "second on the same one"):
+        conn.request("POST", "/v1/add", body=json.dumps({"text": text, "user_id": "u"}),
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.version == 11 and json.loads(resp.read())["ids"]
+    conn.close()
+    body = json.dumps({"text": "x" * 4000, "user_id": "u"}).encode()
+    with socket.create_connection((str(host), port), timeout=DEADLINE_S) as sock:
+        sock.sendall(b"POST /v1/add HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"HTTP/1.1 100")  # before the body is sent
+        assert reader.readline() == b"\r\n"
+        sock.sendall(body)
+        assert reader.readline().startswith(b"HTTP/1.1 200")
+    assert len(api.mem.all(user_id="u")) == 3
+
+
 def test_malformed_requests_are_answered_in_json(api: Api) -> None:
     with socket.create_connection(api.srv.server_address[:2], timeout=DEADLINE_S) as sock:
         sock.sendall(b"GET /health HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n")
         answer = sock.makefile("rb").read()
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.0 431") and json.loads(body)["error"] == "ProtocolError"
+    assert head.startswith(b"HTTP/1.1 431") and json.loads(body)["error"] == "ProtocolError"
     host, port = api.srv.server_address[:2]
     conn = http.client.HTTPConnection(str(host), port, timeout=DEADLINE_S)
     conn.request("HEAD", "/health")
