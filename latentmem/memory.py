@@ -542,7 +542,8 @@ class Memory:
         """Hybrid search inside one scope. Each Hit carries its score components.
 
         ``query_vector`` skips embedding the query (the caller embedded it with
-        this store's embedder); the text is still used for BM25. ``learned``
+        this store's embedder, as given: the speaker names that a search takes out of
+        the text it embeds stay in); the text is still used for BM25. ``learned``
         overrides ``config.learned_rerank`` for this call. ``now``: when the query is
         asked (a datetime, ISO-8601 or Unix time); relative time in it ("last week",
         "10 days ago") and recency are read from that moment. Without it: ``as_of``,
@@ -814,11 +815,13 @@ class Memory:
             raise NotFoundError(f"the lifecycle has no event about {id!r}")
         return [e.to_dict() for e in events]
 
-    def undo(self, event: int) -> dict[str, Any]:
-        """Reverse a journaled lifecycle action (not deletions; see ``explain``)."""
+    def undo(self, event: int, *, user_id: str | None = None) -> dict[str, Any]:
+        """Reverse a journaled lifecycle action (not deletions; see ``explain``). With
+        ``user_id``, only an event about that user's memories: another user's is reported
+        exactly like a missing one."""
         from latentmem.lifecycle import actions
 
-        return actions.undo(self, event).to_dict()
+        return actions.undo(self, event, user_id).to_dict()
 
     def demote(self, ids: str | Sequence[str], *, user_id: str | None = None) -> list[str]:
         """Make memories lossy for good: the text is dropped, the vector and metadata kept

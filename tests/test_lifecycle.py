@@ -115,7 +115,10 @@ def test_sleep_consolidates_duplicates_and_undo_restores_exactly(mem: Memory) ->
     assert why[-1]["action"] == "archive" and merged[0].id in why[-1]["reason"]
     merge_event = mem.explain(merged[0].id)[0]
     assert merge_event["action"] == "merge" and merge_event["cycle"] == report.cycle
-    mem.undo(merge_event["seq"])
+    with pytest.raises(NotFoundError, match="no lifecycle event"):
+        mem.undo(merge_event["seq"], user_id="bo")  # another user's event: as if missing
+    assert len(mem.all("ana")) == 2  # and nothing changed
+    mem.undo(merge_event["seq"], user_id="ana")
     assert {r.id: r.text for r in mem.all("ana")} == before
     assert mem.index.count() == mem.store.count() == 3
     # The next cycle does not merge them again: they were seen (watermark).

@@ -142,7 +142,9 @@ def test_sleep_explain_undo(api: Api) -> None:
     assert status == 200 and why["events"][0]["action"] == "archive"
     assert why["events"][0]["undoable"] and why["events"][0]["cycle"] == report["cycle"]
     assert api.call("GET", f"/v1/memories/{rid}")[0] == 404  # archived
-    status, undone = api.call("POST", "/v1/undo", {"event": why["events"][0]["seq"]})
+    seq = why["events"][0]["seq"]
+    assert api.call("POST", "/v1/undo", {"event": seq, "user_id": "bo"})[0] == 404
+    status, undone = api.call("POST", "/v1/undo", {"event": seq, "user_id": "ana"})
     assert status == 200 and undone["undone_at"] and undone["seq"] == why["events"][0]["seq"]
     assert api.call("GET", f"/v1/memories/{rid}")[0] == 200
     status, again = api.call("POST", "/v1/undo", {"event": why["events"][0]["seq"]})

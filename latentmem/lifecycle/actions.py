@@ -34,7 +34,7 @@ import numpy as np
 from latentmem.encode import segment
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.ids import new_id
-from latentmem.inputs import content_hash, index_text_for
+from latentmem.inputs import check_scope_value, content_hash, index_text_for
 from latentmem.lifecycle import journal, pacing
 from latentmem.store.formats.records import record_from_dict
 from latentmem.store.sqlite import StoredRow
@@ -395,12 +395,16 @@ def _undo_merge(mem: Memory, record_id: str) -> None:
 # -- undo --------------------------------------------------------------------------
 
 
-def undo(mem: Memory, seq: int) -> journal.Event:
+def undo(mem: Memory, seq: int, user_id: str | None = None) -> journal.Event:
     """Reverse one journaled action. Deliberate deletions and explicit demotions, and
-    actions older than the undo window, cannot be undone: they raise and change nothing."""
+    actions older than the undo window, cannot be undone: they raise and change nothing.
+    ``user_id``: only that user's events (another's is "no lifecycle event")."""
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise InvalidInputError(f"event must be an integer, found {seq!r}")
+    user = check_scope_value("user_id", user_id)
     event, payload = journal.get(mem.store, seq)
+    if user is not None and event.user_id != user:
+        raise NotFoundError(f"no lifecycle event #{seq}")
     if event.undone_at is not None:
         raise InvalidInputError(f"event #{seq} was already undone")
     if payload is None or event.record_id is None:

@@ -151,7 +151,7 @@ def _sleep(srv: MemoryServer, req: Request) -> dict[str, Any]:
 
 
 def _undo(srv: MemoryServer, req: Request) -> dict[str, Any]:
-    return srv.mem.undo(req.body["event"])
+    return srv.mem.undo(req.body["event"], user_id=req.body.get("user_id"))
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/feedback", _feedback, {"id": "string", "useful": "boolean", "user_id": "string"},
           ("id", "useful")),
     Route("POST", "/v1/sleep", _sleep, {"budget": "number", "phases": "strings"}),
-    Route("POST", "/v1/undo", _undo, {"event": "integer"}, ("event",)),
+    Route("POST", "/v1/undo", _undo, {"event": "integer", "user_id": "string"}, ("event",)),
 )
 _PATTERNS = [(route, route.pattern) for route in ROUTES]
 
