@@ -33,6 +33,10 @@ def test_named_speakers_whole_words() -> None:
     assert named_speakers("What did Ana say about Lisbon?", speakers) == ["Ana"]
     assert named_speakers("jon's plans", speakers) == ["Jon"]
     assert named_speakers("Anatomy class", speakers) == []
+    # A capitalised name is named only in capitals, unless the query has none at all.
+    assert named_speakers("What will happen in May?", ["Will", "May"]) == ["May"]
+    assert named_speakers("what will happen", ["Will"]) == ["Will"]
+    assert named_speakers("What did the Assistant say?", ["assistant"]) == ["assistant"]
 
 
 def test_dense_text_takes_the_named_speakers_out() -> None:
@@ -42,6 +46,7 @@ def test_dense_text_takes_the_named_speakers_out() -> None:
     assert dense_text("Jonathan's plans", ["Jon"]) == "Jonathan's plans"  # whole words only
     assert dense_text("Jon?", ["Jon"]) == "Jon?"  # nothing would be left: as written
     assert dense_text("What did Ana say?", []) == "What did Ana say?"
+    assert dense_text("Will Will come?", ["Will"]) == "come?"  # both capitalised: both go
 
 
 def _conversation(m: Memory) -> list[str]:

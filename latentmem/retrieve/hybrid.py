@@ -77,13 +77,21 @@ def _minmax(values: np.ndarray) -> np.ndarray:
     return (values - lo) / (hi - lo)
 
 
+def _name(speaker: str, query: str) -> re.Pattern[str]:
+    """``speaker`` as a whole word (with a possessive "'s") in ``query``. A capitalised
+    name must appear capitalised when the query uses capitals at all, so that the speakers
+    Will, May or Bill are not named by "what will happen" or "I may go"; an all-lowercase
+    query ("what did ana say") and a lowercase speaker ("user") match in any case."""
+    ignore = speaker == speaker.lower() or query == query.lower()
+    forms = re.escape(speaker) if ignore else \
+        f"(?:{re.escape(speaker)}|{re.escape(speaker.upper())})"  # "Ana" or "ANA"
+    return re.compile(r"(?<!\w)" + forms + r"(?:'s|\u2019s|'S)?(?!\w)",
+                      re.IGNORECASE if ignore else 0)
+
+
 def named_speakers(query: str, speakers: list[str]) -> list[str]:
     """Speakers of the scope that the query names as a whole word ("what did Ana say")."""
-    low = query.lower()
-    return [
-        sp for sp in speakers
-        if sp.strip() and re.search(r"(?<!\w)" + re.escape(sp.lower()) + r"(?!\w)", low)
-    ]
+    return [sp for sp in speakers if sp.strip() and _name(sp, query).search(query)]
 
 
 def dense_text(query: str, named: list[str]) -> str:
@@ -91,8 +99,7 @@ def dense_text(query: str, named: list[str]) -> str:
     (and their possessive "'s"), unless nothing would be left."""
     text = query
     for name in named:
-        text = re.sub(r"(?<!\w)" + re.escape(name) + r"(?:'s|\u2019s)?(?!\w)", " ", text,
-                      flags=re.IGNORECASE)
+        text = _name(name, query).sub(" ", text)
     text = " ".join(text.split())
     return text if re.search(r"\w", text) else query
 
