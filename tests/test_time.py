@@ -64,6 +64,8 @@ def test_no_reference_no_window() -> None:
     ("What has improved since starting boot camp", ("after", "starting boot camp")),
     ("Which city was John in prior to traveling to Chicago?", ("before", "traveling to chicago")),
     ("What did I read before the move did I say", ("before", "the move")),
+    ("How many days before I bought my iPad did I go?", ("before", "i bought my ipad")),
+    ("What did we eat after Christmas dinner?", ("after", "christmas dinner")),
 ])
 def test_event_anchors(query: str, expected: tuple[str, str]) -> None:
     assert event_anchor(query) == expected
@@ -72,6 +74,7 @@ def test_event_anchors(query: str, expected: tuple[str, str]) -> None:
 @pytest.mark.parametrize("query", [
     "What did I do before May 2023?",  # a date: parse_query_time reads it
     "after 2 weeks", "what happened after that?", "before the", "where did I go",
+    "What does Ana do after work?", "Do you read before bed?",  # habits, not events
 ])
 def test_no_event_anchor(query: str) -> None:
     assert event_anchor(query) is None

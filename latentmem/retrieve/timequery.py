@@ -21,7 +21,9 @@ heavy dependency, and queries rarely carry more than these forms).
 
 Events as anchors. "What did Ana do before the trip to Oslo?" names no date:
 its time is that of a memory. ``event_anchor`` finds "before"/"after"/"since"/
-"until"/"prior to" followed by words that are not a time expression, and
+"until"/"prior to" followed by words that are not a time expression and that
+open like one event ("the trip", "my surgery", "meeting Maria", "I bought my
+iPad", "Christmas"; not a habit like "after work" or "before bed"), and
 ``anchored_window`` turns the anchor's event time into a window *near* it: the
 ``days`` before it (the anchor's own day included) or the ``days`` after.
 Near, because "what did she do after the accident" asks about the aftermath,
@@ -221,6 +223,9 @@ _CLAUSE = frozenset(
 )
 _FILLER = frozenset("the a an my his her their our your its this that".split())
 ANCHOR_WORDS = 6
+# An event phrase opens with a determiner or possessive ("the trip", "my surgery"), a
+# subject ("I bought my iPad"), a gerund ("meeting Maria") or a name ("Christmas").
+_SUBJECTS = frozenset("i we he she they you".split())
 _DURATION = frozenset(("minute", "hour", "day", "night", "week", "weekend", "month", "year"))
 
 
@@ -228,7 +233,8 @@ def event_anchor(query: str) -> tuple[str, str] | None:
     """("before" | "after", phrase) when the query places itself relative to an event
     rather than a date; None when it has no such phrase (or names a date there, which
     ``parse_query_time`` reads)."""
-    text = " ".join(query.lower().split())
+    original = " ".join(query.split())
+    text = original.lower()  # same length: offsets carry over
     for m in _ANCHOR.finditer(text):
         words: list[str] = []
         for word in m.group(2).split():
@@ -239,6 +245,10 @@ def event_anchor(query: str) -> tuple[str, str] | None:
                 break
         if not any(w not in _FILLER and not w.isdigit() for w in words):
             continue
+        first = words[0]
+        if not (first in _FILLER or first in _SUBJECTS or (first.endswith("ing") and len(first) > 4)
+                or original[m.start(2)].isupper()):
+            continue  # "after work", "before bed": a habit, not one event
         if len(words) > 1 and (words[0].isdigit() or words[0] in _COUNT) \
                 and words[1].rstrip("s") in _DURATION:
             continue  # "after 2 weeks", "before a few days": a duration, not an event
