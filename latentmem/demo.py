@@ -86,6 +86,10 @@ def run_demo(home: str | None = None, json_out: bool = False) -> int:
         say("  " + ctx.text.replace("\n", "\n  "))
         say(f"  left out: {len(ctx.omitted)} lower-ranked memories (over budget or duplicate)\n")
         report["context"] = ctx.to_dict()
+        when = m.context("When did the piano arrive?", user_id=user, budget_tokens=140)
+        say("A \"when\" question gets the dates its memories' relative times stand for:")
+        say("  " + when.text.replace("\n", "\n  ") + "\n")
+        report["context_when"] = when.to_dict()
 
         say("Export, re-import into an empty store, compare:")
         report["formats"] = {}

@@ -95,6 +95,9 @@ def test_anchored_window_is_near_the_anchor() -> None:
     ("Busy lately, but yesterday I ran 10k", (date(2023, 5, 7), date(2023, 5, 8))),
     ("Last weekend we went camping", (date(2023, 5, 6), date(2023, 5, 8))),
     ("In March I started pottery", (date(2023, 3, 1), date(2023, 4, 1))),
+    ("The piano arrives in June", (date(2023, 6, 1), date(2023, 7, 1))),  # nearest: ahead
+    ("The race is on the 3rd of November", (date(2023, 11, 3), date(2023, 11, 4))),
+    ("We met on 2 December", (date(2022, 12, 2), date(2022, 12, 3))),
     ("See you today", None), ("I have been busy lately", None), ("No time here", None),
 ])
 def test_mentioned_window(text: str, expected: tuple[date, date] | None) -> None:

@@ -36,7 +36,10 @@ time. ``mentioned_window(text, when)`` reads the first time expression of a
 memory's text against the memory's own time ("yesterday", "last weekend", "two
 weeks ago", "in March"), and retrieval counts a memory as inside a query's
 window when either its time or the time it mentions falls in it. Vague words
-("recently", "lately") and "today" (the memory's own day) are not mentions.
+("recently", "lately") and "today" (the memory's own day) are not mentions. A
+month or day without a year is the occurrence nearest the memory's time, which
+may lie ahead ("the piano arrives in April", said in February), where a query's
+"in April" is the last one.
 """
 
 from __future__ import annotations
@@ -302,11 +305,29 @@ def mentions(text: str, when: datetime | None,
     reached = 0
     for start, end, lo, hi in found:
         if start >= reached:
-            out.append((lo, hi, low[start:end]))
+            words = low[start:end]
+            if _MONTH_WORD.search(words) and not _YEAR_WORD.search(words):
+                lo, hi = _nearest_year(lo, hi, when)
+            out.append((lo, hi, words))
             reached = end
             if len(out) == limit:
                 break
     return out
+
+
+_MONTH_WORD = re.compile(rf"\b(?:{_MONTH_RE})\b")
+_YEAR_WORD = re.compile(r"\b\d{4}\b")
+
+
+def _nearest_year(lo: datetime, hi: datetime, when: datetime) -> tuple[datetime, datetime]:
+    """A month or day named without a year in a memory ("it arrives in April", "the race
+    is on 3 November") is the occurrence nearest the memory's time, which may be ahead of
+    it; a query's "in April" is the last one (``parse_query_time``)."""
+    try:
+        ahead = (lo.replace(year=lo.year + 1), hi.replace(year=hi.year + 1))
+    except ValueError:  # 29 February
+        return lo, hi
+    return ahead if ahead[0] - when < when - lo else (lo, hi)
 
 
 def mentioned_window(text: str, when: datetime | None) -> tuple[datetime, datetime] | None:
