@@ -157,8 +157,11 @@ def test_set_overrides_reach_the_engine(tmp_path: Path) -> None:
 
 # recall@10 of latentmem on conv-26 when this floor was set, minus 0.02: 0.819 with the
 # learned last stage (0.832 at commit 49fabf8 without it; the stage gains on the other
-# fit conversation and on the held-out ones, see BENCHMARKS.md).
-LOCOMO_CONV26_FLOOR = 0.799
+# fit conversation and on the held-out ones, see BENCHMARKS.md). Raised on 2026-11-30
+# (speaker names out of the query vector, feaafb1): recall@10 0.856, context recall at
+# 1,000 tokens 0.898; each floor is that minus 0.02.
+LOCOMO_CONV26_FLOOR = 0.836
+LOCOMO_CONV26_CONTEXT_FLOOR = 0.878
 
 
 @pytest.mark.slow
@@ -170,3 +173,4 @@ def test_locomo_quality_floor(tmp_path: Path) -> None:
                  "--json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["recall@10"] >= LOCOMO_CONV26_FLOOR, result["recall@10"]
+    assert result["context_recall"] >= LOCOMO_CONV26_CONTEXT_FLOOR, result["context_recall"]
