@@ -164,14 +164,17 @@ LOCOMO_CONV26_FLOOR = 0.836
 LOCOMO_CONV26_CONTEXT_FLOOR = 0.878
 
 
+def _real_bench(tmp_path: Path, bench: str, data: Path, *subset: str) -> dict:
+    """latentmem's figures from ``latentmem bench BENCH`` on real data, real model."""
+    out = tmp_path / "r.json"
+    assert main(["bench", bench, "--data", str(data), *subset, "--system", "latentmem",
+                 "--cache", str(tmp_path / "cache.db"), "--json", str(out), "--quiet"]) == 0
+    return dict(json.loads(out.read_text()))
+
+
 @pytest.mark.slow
 def test_locomo_quality_floor(tmp_path: Path) -> None:
-    data = require_shared(LOCOMO_DEV)
-    out = tmp_path / "r.json"
-    assert main(["bench", "locomo", "--data", str(data), "--conversations", "conv-26",
-                 "--system", "latentmem", "--cache", str(tmp_path / "cache.db"),
-                 "--json", str(out), "--quiet"]) == 0
-    result = json.loads(out.read_text())
+    result = _real_bench(tmp_path, "locomo", require_shared(LOCOMO_DEV), "--conversations", "conv-26")
     assert result["recall@10"] >= LOCOMO_CONV26_FLOOR, result["recall@10"]
     assert result["context_recall"] >= LOCOMO_CONV26_CONTEXT_FLOOR, result["context_recall"]
 
@@ -186,11 +189,6 @@ LONGMEMEVAL_PER_TYPE_2_FLOOR = 0.78
 
 @pytest.mark.slow
 def test_longmemeval_quality_floor(tmp_path: Path) -> None:
-    data = require_shared(LONGMEMEVAL_DEV)
-    out = tmp_path / "r.json"
-    assert main(["bench", "longmemeval", "--data", str(data), "--per-type", "2",
-                 "--system", "latentmem", "--cache", str(tmp_path / "cache.db"),
-                 "--json", str(out), "--quiet"]) == 0
-    result = json.loads(out.read_text())
+    result = _real_bench(tmp_path, "longmemeval", require_shared(LONGMEMEVAL_DEV), "--per-type", "2")
     assert result["questions"] == 10
     assert result["turn_recall@10"] >= LONGMEMEVAL_PER_TYPE_2_FLOOR, result["turn_recall@10"]
