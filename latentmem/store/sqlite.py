@@ -820,27 +820,23 @@ class SQLiteStore:
             sums[sid] = sums[sid] + vec if sid in sums else vec.copy()
         return {sid: v / max(float(np.linalg.norm(v)), 1e-12) for sid, v in sums.items()}
 
-    def index_texts(self, rowids: Sequence[int]) -> dict[int, str]:
+    def _column(self, expr: str, rowids: Sequence[int]) -> list[tuple[int, Any]]:
+        """(rowid, ``expr``) for each of ``rowids`` where ``expr`` is not NULL."""
         if not rowids:
-            return {}
+            return []
         marks = ",".join("?" * len(rowids))
         with self.lock:
-            rows = self.conn.execute(
-                f"SELECT rowid, {_INDEX_TEXT} FROM records WHERE rowid IN ({marks})", list(rowids)
+            return self.conn.execute(
+                f"SELECT rowid, {expr} FROM records WHERE rowid IN ({marks}) AND {expr} IS NOT NULL",
+                list(rowids),
             ).fetchall()
-        return {int(r): str(t) for r, t in rows}
+
+    def index_texts(self, rowids: Sequence[int]) -> dict[int, str]:
+        return {int(r): str(t) for r, t in self._column(_INDEX_TEXT, rowids)}
 
     def event_times(self, rowids: Sequence[int]) -> dict[int, float]:
         """The event time of each of ``rowids`` that has one."""
-        if not rowids:
-            return {}
-        marks = ",".join("?" * len(rowids))
-        with self.lock:
-            rows = self.conn.execute(
-                f"SELECT rowid, event_time FROM records WHERE rowid IN ({marks}) "
-                "AND event_time IS NOT NULL", list(rowids)
-            ).fetchall()
-        return {int(r): float(t) for r, t in rows}
+        return {int(r): float(t) for r, t in self._column("event_time", rowids)}
 
     def latest_event_time(self, scope: Scope) -> float | None:
         clause, params = scope.where()
