@@ -37,6 +37,9 @@ def test_named_speakers_whole_words() -> None:
     assert named_speakers("What will happen in May?", ["Will", "May"]) == ["May"]
     assert named_speakers("what will happen", ["Will"]) == ["Will"]
     assert named_speakers("What did the Assistant say?", ["assistant"]) == ["assistant"]
+    many = [f"Person{i}" for i in range(5000)] + ["Mary-Jane", "@bob", " "]
+    assert named_speakers("Did MARY-JANE and @bob meet Person7?", many) == [
+        "Person7", "Mary-Jane", "@bob"]  # in the scope's order
 
 
 def test_dense_text_takes_the_named_speakers_out() -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -59,6 +60,7 @@ from latentmem.types import from_ts
 WINDOW_ROWS = 50_000
 # Candidates outside a query's window whose text is read for a time it mentions.
 MENTION_DEPTH = 50
+_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -89,9 +91,24 @@ def _name(speaker: str, query: str) -> re.Pattern[str]:
                       re.IGNORECASE if ignore else 0)
 
 
+@lru_cache(maxsize=64)
+def _by_first_word(speakers: tuple[str, ...]) -> dict[str, list[str]]:
+    """The speakers under the first word of their name, lowercased."""
+    index: dict[str, list[str]] = {}
+    for sp in speakers:
+        first = _WORD.search(sp.lower())
+        if first is not None:
+            index.setdefault(first.group(0), []).append(sp)
+    return index
+
+
 def named_speakers(query: str, speakers: list[str]) -> list[str]:
-    """Speakers of the scope that the query names as a whole word ("what did Ana say")."""
-    return [sp for sp in speakers if sp.strip() and _name(sp, query).search(query)]
+    """Speakers of the scope that the query names as a whole word ("what did Ana say").
+    Only the speakers whose first word is a word of the query are tried: one pattern per
+    speaker made a query in a scope of 10,000 speakers take half a second."""
+    index = _by_first_word(tuple(speakers))
+    tried = {sp for word in set(_WORD.findall(query.lower())) for sp in index.get(word, ())}
+    return [sp for sp in speakers if sp in tried and _name(sp, query).search(query)]
 
 
 def dense_text(query: str, named: list[str]) -> str:
