@@ -134,6 +134,8 @@ def test_describe_window(start: date, end: date, text: str) -> None:
     ("How many days before the trip did I buy the tent?", True),
     ("What did Caroline do at the support group?", False),
     ("How many books has Ana read?", False),
+    ("Do you remember when did we meet?", True),
+    ("How did Ana feel when she won the race?", False),
 ])
 def test_asks_when(query: str, when: bool) -> None:
     assert asks_when(query) is when

@@ -40,8 +40,11 @@ def is_listing(query: str) -> bool:
     return any(m.group(1).lower() not in _NOT_PLURAL for m in _PLURAL_AFTER_WH.finditer(text))
 
 
+# "When" as the question ("When did...", "...since when?"), not as a clause ("how did Ana
+# feel when she won?").
 _WHEN = re.compile(
-    r"\bwhen\b|\bwhat (?:date|day|time|year|month|week)\b|\bwhich (?:date|day|year|month|week)\b"
+    r"^\W*when\b|\bwhen (?:did|do|does|was|were|is|are|will|would|has|have|had)\b"
+    r"|\bwhat (?:date|day|time|year|month|week)\b|\bwhich (?:date|day|year|month|week)\b"
     r"|\bhow long\b|\bhow many (?:days|weeks|months|years)\b|\bsince when\b",
     re.IGNORECASE,
 )
