@@ -36,7 +36,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from latentmem.retrieve.timequery import describe_window, mentions
+from latentmem.retrieve.timequery import day_label, describe_window, mentions
 from latentmem.retrieve.tokens import TOKENIZER_NAME, count_many, count_tokens
 from latentmem.types import Context, ContextItem, Hit
 
@@ -44,7 +44,7 @@ _WIDEST_REF = 9999
 _YEAR = re.compile(r"\b\d{4}\b")
 
 
-def _body(ref: int, hit: Hit, dates: bool = False) -> str:
+def _body(ref: int, hit: Hit, note: str = "") -> str:
     rec = hit.record
     who = f"{rec.speaker}: " if rec.speaker else ""
     if rec.text is not None:
@@ -53,7 +53,7 @@ def _body(ref: int, hit: Hit, dates: bool = False) -> str:
         body = f"(reconstructed) {rec.summary}"
     else:  # lossy and no inverter: say so rather than show nothing
         body = "(text not kept)"
-    return f"[{ref}] {who}{body}{_date_note(hit) if dates else ''}"
+    return f"[{ref}] {who}{body}{note}"
 
 
 def _date_note(hit: Hit) -> str:
@@ -92,7 +92,7 @@ def _day(hit: Hit) -> str:
 def _header(first: datetime | None, with_time: bool) -> str:
     if first is None:
         return "## undated"
-    day = f"## {first.strftime('%a')} {first.day} {first.strftime('%b %Y')}"
+    day = f"## {day_label(first)}"
     return f"{day}, {first.strftime('%H:%M')}" if with_time else day
 
 
@@ -110,7 +110,8 @@ def pack(query: str, hits: Sequence[Hit], budget_tokens: int, dates: bool = Fals
     used = 0
     # Charge each line as if it carried the widest ref, and each header as if it held
     # a full date, so the final text is never over budget.
-    costs = count_many([_body(_WIDEST_REF, h, dates) for h in hits])
+    note_of = {id(h): _date_note(h) if dates else "" for h in hits}  # read once: charged, shown
+    costs = count_many([_body(_WIDEST_REF, h, note_of[id(h)]) for h in hits])
     widest = datetime(2000, 12, 30, 23, 59)  # "Wed 30 Dec 2000, 23:59": as long as any
     day_only, timed = count_many([_header(widest, False), _header(widest, True)])
     days: dict[str, int] = {}  # day -> groups opened on it (a second one adds times)
@@ -154,7 +155,7 @@ def pack(query: str, hits: Sequence[Hit], budget_tokens: int, dates: bool = Fals
         lines.append(_header(members[0].record.event_time, days[day_of[_group(members[0])]] > 1))
         for hit in members:
             ref += 1
-            line = _body(ref, hit, dates)
+            line = _body(ref, hit, note_of[id(hit)])
             lines.append(line)
             rec = hit.record
             items.append(

@@ -336,11 +336,16 @@ def mentioned_window(text: str, when: datetime | None) -> tuple[datetime, dateti
     return (found[0][0], found[0][1]) if found else None
 
 
+def day_label(day: datetime) -> str:
+    """"Sun 7 May 2023": how a day is shown to a reader (context headers and notes)."""
+    return f"{day.strftime('%a')} {day.day} {day.strftime('%b %Y')}"
+
+
 def describe_window(start: datetime, end: datetime) -> str:
     """A window as a reader wants it: "Sun 7 May 2023", "1-7 May 2023", "May 2023", "2023"."""
     last = end - timedelta(days=1)
     if end - start <= timedelta(days=1):
-        return f"{start.strftime('%a')} {start.day} {start.strftime('%b %Y')}"
+        return day_label(start)
     if start.day == 1 and end.day == 1 and start.month == 1 and end.year == start.year + 1:
         return str(start.year)
     if start.day == 1 and end.day == 1 and (end - start).days <= 31:
