@@ -81,7 +81,6 @@ class Memory:
         **settings: Any,
     ) -> None:
         self.home = resolve_home(path)
-        self.home.mkdir(parents=True, exist_ok=True)
         if config is None:
             config = Config.load(self.home, **settings)
         elif settings:
@@ -89,11 +88,12 @@ class Memory:
         if embedder is not None and isinstance(embedder, str):
             config = replace(config, embedder=embedder)
         self.config = config
+        self.home.mkdir(parents=True, exist_ok=True)  # after the settings passed their checks
         self._lock = threading.RLock()
         self.cycle_lock = threading.Lock()  # sleep cycles run one at a time (lifecycle/sleep.py)
         # By user: (vector epoch when looked, topics or None); see _topics_of.
         self._topics: dict[str, tuple[int, topics.Topics | None]] = {}
-        self.store = SQLiteStore(self.home / DB_FILE)
+        self.store = SQLiteStore(self.home / DB_FILE, config.durability)
         self.store.entity_extractor = entities.extract
         base = get_embedder(embedder if embedder is not None else config.embedder)
         self.store.bind_embedder(base.name, base.dim)

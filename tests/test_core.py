@@ -94,6 +94,22 @@ def test_wal_mode(mem: Memory) -> None:
     assert mem.store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_writes_are_synced_by_default(tmp_path: Path) -> None:
+    """An acknowledged write is on disk (synchronous=FULL: 2) unless the user trades that for
+    speed (NORMAL: 1); a bad setting is refused before any file is made."""
+    durable = Memory(tmp_path / "a", embedder="hash")
+    assert durable.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    durable.close()
+    fast = Memory(tmp_path / "b", embedder="hash", durability="normal")
+    assert fast.store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    fast.close()
+    with pytest.raises(InvalidInputError, match="durability"):
+        Memory(tmp_path / "c", embedder="hash", durability="sometimes")
+    with pytest.raises(InvalidInputError, match="durability"):
+        SQLiteStore(tmp_path / "d" / "m.db", durability="sometimes")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
 def test_corrupt_store_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "h").mkdir()
     (tmp_path / "h" / DB_FILE).write_bytes(b"this is not a database" * 100)

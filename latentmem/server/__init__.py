@@ -10,10 +10,11 @@ lock of its own: ``Memory`` has its own locks, so searches run beside each other
 writes and beside a sleep cycle. Requests are checked in full before the engine sees them
 (route, method, Host, size, content type, JSON, field names and JSON types); the engine
 then checks the values, so bad input changes nothing. A write is answered after its
-SQLite transaction committed (WAL, ``synchronous=NORMAL``: it survives the server's
-process dying; docs/design.md). Errors are ``{"error": kind, "message": text}`` with the
-status of ``latentmem.errors`` (400, 404, 409, 413, 500, 501) or of the protocol (404
-route, 405 method, 411, 415, 403 Host, 503 while stopping).
+SQLite transaction committed and was synced to disk (``Config.durability``, "full" by
+default: it survives power loss, not only the server's process dying; docs/design.md).
+Errors are ``{"error": kind, "message": text}`` with the status of ``latentmem.errors``
+(400, 404, 409, 413, 500, 501) or of the protocol (404 route, 405 method, 411, 415, 403
+Host, 503 while stopping).
 
 There is no authentication: it binds to 127.0.0.1 by default. While bound to a loopback
 address it answers only requests whose Host is a loopback name (a web page cannot reach it

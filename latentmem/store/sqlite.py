@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from latentmem.errors import ConflictError, NotFoundError, StoreError
+from latentmem.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from latentmem.inputs import index_text_for
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.migrate import migrate
@@ -144,7 +144,11 @@ _TEXT_EVENTS = frozenset({"ADD", "IMPORT", "MERGE", "RESTORE", "UPDATE"})
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, durability: str = "full") -> None:
+        """``durability``: "full" (fsync at every commit: an acknowledged write survives power
+        loss) or "normal" (WAL without that fsync: it survives the process dying only)."""
+        if durability not in ("full", "normal"):
+            raise InvalidInputError(f"durability must be 'full' or 'normal', found {durability!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
@@ -161,7 +165,7 @@ class SQLiteStore:
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
             )
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute(f"PRAGMA synchronous={durability.upper()}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.conn.execute("PRAGMA cache_size=-65536")  # 64 MB of page cache
