@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +110,41 @@ def test_writes_are_synced_by_default(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="durability"):
         SQLiteStore(tmp_path / "d" / "m.db", durability="sometimes")
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
+
+
+def test_sleep_cycle_commits_unsynced_others_synced(tmp_path: Path) -> None:
+    """A cycle's commits skip the fsync (redone if lost); a write of another thread made
+    meanwhile, and every write after it, is synced."""
+    mem = Memory(tmp_path / "h", embedder="hash")
+    store = mem.store
+
+    def sync_of_a_write() -> int:
+        mem.add("a memory to write", user_id="u")
+        return int(store.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    seen: list[int] = []
+    with store.unsynced():
+        assert sync_of_a_write() == 1
+        worker = threading.Thread(target=lambda: seen.append(sync_of_a_write()))
+        worker.start()
+        worker.join()
+    assert seen == [2]
+    assert sync_of_a_write() == 2
+    synced: list[int] = []
+    real = store.transaction
+
+    @contextlib.contextmanager
+    def spy():  # type: ignore[no-untyped-def]
+        with real() as conn:
+            synced.append(int(conn.execute("PRAGMA synchronous").fetchone()[0]))
+            yield conn
+
+    store.transaction = spy  # type: ignore[method-assign]
+    mem.sleep()
+    store.transaction = real  # type: ignore[method-assign]
+    assert synced and set(synced) == {1}
+    assert sync_of_a_write() == 2
+    mem.close()
 
 
 def test_corrupt_store_file_is_a_clear_error(tmp_path: Path) -> None:

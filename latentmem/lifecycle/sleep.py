@@ -77,7 +77,9 @@ def run_cycle(mem: Memory, budget: float | None = None,
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:
         raise InvalidInputError(f"unknown sleep phases {unknown}; expected some of {list(PHASES)}")
-    with mem.cycle_lock:  # one cycle at a time per Memory (a server's thread, a request)
+    # One cycle at a time per Memory (a server's thread, a request). Its commits are not
+    # fsynced: a cycle that a power loss undoes is redone by the next (store.unsynced).
+    with mem.cycle_lock, mem.store.unsynced():
         return _run_cycle(mem, budget, phases, now)
 
 
