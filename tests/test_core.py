@@ -118,8 +118,10 @@ def test_sleep_cycle_commits_unsynced_others_synced(tmp_path: Path) -> None:
     mem = Memory(tmp_path / "h", embedder="hash")
     store = mem.store
 
+    written = iter(range(100))
+
     def sync_of_a_write() -> int:
-        mem.add("a memory to write", user_id="u")
+        mem.add(f"memory number {next(written)} to write", user_id="u")
         return int(store.conn.execute("PRAGMA synchronous").fetchone()[0])
 
     seen: list[int] = []
@@ -140,8 +142,10 @@ def test_sleep_cycle_commits_unsynced_others_synced(tmp_path: Path) -> None:
             yield conn
 
     store.transaction = spy  # type: ignore[method-assign]
-    mem.sleep()
-    store.transaction = real  # type: ignore[method-assign]
+    try:
+        mem.sleep()
+    finally:
+        store.transaction = real  # type: ignore[method-assign]
     assert synced and set(synced) == {1}
     assert sync_of_a_write() == 2
     mem.close()
