@@ -112,9 +112,9 @@ def test_writes_are_synced_by_default(tmp_path: Path) -> None:
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
-def test_sleep_cycle_commits_unsynced_others_synced(tmp_path: Path) -> None:
-    """A cycle's commits skip the fsync (redone if lost); a write of another thread made
-    meanwhile, and every write after it, is synced."""
+def test_cycles_and_bookkeeping_unsynced_writes_synced(tmp_path: Path) -> None:
+    """A cycle's commits skip the fsync (redone if lost), as do a search's bookkeeping
+    writes; a write of another thread made meanwhile, and every write after, is synced."""
     mem = Memory(tmp_path / "h", embedder="hash")
     store = mem.store
 
@@ -147,6 +147,11 @@ def test_sleep_cycle_commits_unsynced_others_synced(tmp_path: Path) -> None:
     finally:
         store.transaction = real  # type: ignore[method-assign]
     assert synced and set(synced) == {1}
+    assert sync_of_a_write() == 2
+    # A search's bookkeeping (access counts, written after it returns) is not synced either.
+    assert mem.search("memory number", user_id="u", track_access=True)
+    mem.settle()
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     assert sync_of_a_write() == 2
     mem.close()
 
