@@ -194,8 +194,11 @@ class Config:
         return replace(cls(), **data)
 
 
+# SQLite's synchronous setting for each (store/sqlite.py).
+DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+
 _CHOICES = {
-    "durability": ("full", "normal"),
+    "durability": tuple(DURABILITY),
     "mode": ("lossless", "lossy"),
     "forget_action": ("archive", "delete", "none"),
     "consolidate_mode": ("lossless", "lossy"),

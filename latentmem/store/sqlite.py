@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from latentmem.config import DURABILITY
 from latentmem.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from latentmem.inputs import index_text_for
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
@@ -147,13 +148,14 @@ class SQLiteStore:
     def __init__(self, path: str | Path, durability: str = "full") -> None:
         """``durability``: "full" (fsync at every commit: an acknowledged write survives power
         loss) or "normal" (WAL without that fsync: it survives the process dying only)."""
-        if durability not in ("full", "normal"):
-            raise InvalidInputError(f"durability must be 'full' or 'normal', found {durability!r}")
+        if durability not in DURABILITY:
+            raise InvalidInputError(
+                f"durability must be one of {list(DURABILITY)}, found {durability!r}")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
-        self.durability = durability
-        self._sync = durability.upper()  # the connection's synchronous setting now
+        self._durable = DURABILITY[durability]  # the setting of this store's commits
+        self._sync = self._durable  # the connection's synchronous setting now
         self._local = threading.local()  # .unsynced: this thread's commits skip the fsync
         self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
         self._row_count: tuple[int, int] | None = None
@@ -168,7 +170,7 @@ class SQLiteStore:
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
             )
             self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={durability.upper()}")
+            self.conn.execute(f"PRAGMA synchronous={self._durable}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA busy_timeout=30000")
             self.conn.execute("PRAGMA cache_size=-65536")  # 64 MB of page cache
@@ -202,7 +204,7 @@ class SQLiteStore:
             if self.conn.in_transaction:
                 yield self.conn
                 return
-            sync = "NORMAL" if getattr(self._local, "unsynced", False) else self.durability.upper()
+            sync = "NORMAL" if getattr(self._local, "unsynced", False) else self._durable
             if sync != self._sync:  # per connection, set between transactions; no I/O
                 self.conn.execute(f"PRAGMA synchronous={sync}")
                 self._sync = sync
