@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     # the sub-commands default to SUPPRESS so they do not overwrite a value given first.
     def add_common(target: argparse.ArgumentParser, default: Any) -> None:
         target.add_argument("--home", default=default,
-                            help="store directory (default: $LATENTMEM_HOME or ./.latentmem)")
+                            help="store: a directory or a postgresql:// URL "
+                                 "(default: $LATENTMEM_HOME or ./.latentmem)")
         target.add_argument("--user", default=default, help="user scope (default: 'default')")
         target.add_argument("--json", action="store_true",
                             default=False if default is None else default,

@@ -15,6 +15,7 @@ from latentmem.cli import main
 from latentmem.encode import segment
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.lifecycle.controller import FEATURES, Controller, novelties, text_features
+from tests.conftest import count_rows
 
 # Short chat filler and long, specific first-person facts: what a user might find useful
 # is set by each test, so learning can be checked against the prior's own preference.
@@ -36,7 +37,7 @@ def _weights(m: Memory) -> np.ndarray:
 
 
 def _feedback_rows(m: Memory) -> int:
-    return int(m.store.conn.execute("SELECT count(*) FROM feedback").fetchone()[0])
+    return count_rows(m, "feedback")
 
 
 def test_features_are_deterministic_and_finite() -> None:
@@ -156,6 +157,7 @@ def test_feedback_needs_a_bool(mem: Memory, useful: object) -> None:
         mem.feedback(123, True)  # type: ignore[arg-type]
 
 
+@pytest.mark.sqlite_only
 def test_context_records_the_implicit_signal(mem: Memory) -> None:
     mem.add(FACTS + FILLER, user_id="u", session_id="s")
     ctx = mem.context("where did I move and when?", user_id="u")

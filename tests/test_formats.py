@@ -27,6 +27,7 @@ def _fill(m: Memory) -> None:
     rid = m.add("Bob plays football, 5-a-side", user_id="bob").ids[0]
     m.update(rid, importance=0.9)
     m.search("football", user_id="bob")  # access counters change too
+    m.settle()  # ... after the search returns: wait for that write before exporting
 
 
 def _snapshot(m: Memory) -> tuple[list, list]:

@@ -226,7 +226,7 @@ def test_lossy_memories_carry_the_inverters_reading_but_sleep_does_not_invert(
     a, b = mem.add([{"text": "Tom bought old maps in Leeds."},
                     {"text": "Ana likes jazz records at the market."}]).ids
     assert mem.demote(a) == [a] and mem.get(a).summary  # on request: read back at once
-    actions.demote(mem, [b], "as a sleep cycle does", reconstruct_text=False)
+    actions.demote(mem.core, [b], "as a sleep cycle does", reconstruct_text=False)
     assert mem.get(b).text is None and mem.get(b).summary == ""
     assert isinstance(mem.invert(b, steps=0), str)  # on demand instead
     mem.close()

@@ -10,7 +10,6 @@ import sys
 import textwrap
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ from latentmem import Memory
 from latentmem.cli import main
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.lifecycle import actions, consolidate, forget, journal, pacing
-from latentmem.lifecycle.sleep import reader, run_cycle
+from latentmem.lifecycle.sleep import run_cycle
+from latentmem.store import sqlite_lifecycle
 from latentmem.store.sqlite import SQLiteStore
 
 DAY = 86_400.0
@@ -90,7 +90,7 @@ def test_demote_drops_text_from_every_index_but_search_by_meaning_still_finds_it
     rec = mem.get(rid)
     assert rec.text is None and rec.title == "" and rec.summary == ""
     assert all(h["old_text"] is None and h["new_text"] is None for h in mem.history(rid))
-    assert mem.store.bm25("zyxtrawl", mem._scope("ana", None, None), 10) == []
+    assert mem.store.bm25("zyxtrawl", mem.core.scope("ana"), 10) == []
     vec = mem.get(rid, True).vector
     hits = mem.search("anything", user_id="ana", k=1, query_vector=vec)
     assert hits[0].id == rid and hits[0].text is None
@@ -133,7 +133,7 @@ def test_forgetting_follows_the_curve_and_can_be_undone(mem: Memory) -> None:
     # Importance 0: demoted after 30 d x log2(20) = 130 days; importance 1 lasts 4x longer.
     assert forget.days_until_demotion(0.0, 0, 30.0, 0.05) == pytest.approx(129.66, abs=0.01)
     later = time.time() + 150 * DAY
-    report = run_cycle(mem, phases=("forget",), now=later)
+    report = run_cycle(mem.core, phases=("forget",), now=later)
     assert report.phases["forget"]["demoted"] == 1
     assert mem.get(weak).text is None and mem.get(strong).text is not None
     event = mem.explain(weak)[-1]
@@ -142,13 +142,13 @@ def test_forgetting_follows_the_curve_and_can_be_undone(mem: Memory) -> None:
     assert mem.get(weak).text == "a passing remark"
     assert mem.search("passing remark", user_id="ana", k=1)[0].id == weak
     # Far later both fall under the archive threshold and leave the index, undoably.
-    report = run_cycle(mem, phases=("forget",), now=time.time() + 5000 * DAY)
+    report = run_cycle(mem.core, phases=("forget",), now=time.time() + 5000 * DAY)
     assert report.phases["forget"]["archived"] == 2 and mem.all("ana") == []
     gone = mem.explain(strong)[-1]
     assert gone["action"] == "forget"  # archived whole, without a demotion first
     mem.undo(gone["seq"])
     assert mem.get(strong).text == "my passport number ends in 42"
-    assert run_cycle(mem, phases=("forget",)).phases["forget"]["archived"] == 0
+    assert run_cycle(mem.core, phases=("forget",)).phases["forget"]["archived"] == 0
 
 
 def test_recall_strengthens(mem: Memory) -> None:
@@ -156,7 +156,7 @@ def test_recall_strengthens(mem: Memory) -> None:
     for _ in range(5):
         mem.search("red door", user_id="ana", k=1)
     mem.settle()
-    s = forget.scan(mem.store.conn, time.time() + 90 * DAY, 30.0)
+    s = forget.scan(mem.store, time.time() + 90 * DAY, 30.0)
     got = dict(zip(s.ids, s.strength, strict=True))
     assert got[a] > got[b]
 
@@ -164,7 +164,7 @@ def test_recall_strengthens(mem: Memory) -> None:
 def test_budget_demotes_least_valuable_first(mem: Memory) -> None:
     vec = 4 * mem.dim
     budget = 3 * vec + 200
-    mem.config = replace(mem.config, budget_bytes_per_user=budget)
+    mem.config = mem.config.replace(budget_bytes_per_user=budget)
     ids = mem.add([f"memory number {i} with some words" for i in range(5)], user_id="ana").ids
     mem.update(ids[0], importance=1.0)
     report = mem.sleep(phases=["forget"])
@@ -313,7 +313,7 @@ def test_a_cycle_killed_halfway_leaves_a_store_the_next_cycle_runs_on(
                 time.sleep(60)
         pacing.Pacer._took = slow
         m = Memory({str(home)!r}, embedder="hash")
-        sleep.run_cycle(m, phases=("forget",), now=time.time() + 5000 * 86400)
+        sleep.run_cycle(m.core, phases=("forget",), now=time.time() + 5000 * 86400)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
@@ -336,7 +336,7 @@ def test_a_cycle_killed_halfway_leaves_a_store_the_next_cycle_runs_on(
         assert m.index.count() == live
         assert conn.execute("SELECT count(*) FROM records_fts_docsize").fetchone()[0] == live
         assert int(conn.execute("SELECT v FROM records_fts_config WHERE k = 'automerge'")
-                   .fetchone()[0]) == pacing.FTS_AUTOMERGE
+                   .fetchone()[0]) == sqlite_lifecycle.FTS_AUTOMERGE
         gone = conn.execute("SELECT id FROM archive LIMIT 1").fetchone()[0]
         event = m.explain(gone)[-1]
         assert event["action"] == "forget" and event["undoable"]
@@ -389,7 +389,7 @@ def test_forgetting_by_deletion_leaves_no_trace(tmp_path: Path) -> None:
         rid = m.add("Zorblat-99 was the old locker code", user_id="ana").ids[0]
         m.add([f"unrelated note {i}" for i in range(20)], user_id="ana")
         m.update(rid, importance=0.0)
-        report = run_cycle(m, now=time.time() + 3000 * DAY)
+        report = run_cycle(m.core, now=time.time() + 3000 * DAY)
         assert report.phases["forget"]["deleted"] == 21
         assert report.phases["optimise"].get("index_saved")
         event = m.explain(rid)[-1]
@@ -399,13 +399,14 @@ def test_forgetting_by_deletion_leaves_no_trace(tmp_path: Path) -> None:
     assert b"Zorblat" not in _raw(home)
 
 
+@pytest.mark.sqlite_only
 def test_archiving_in_batches_journals_each_memory_and_undo_restores_it_exactly(
         mem: Memory) -> None:
     ids = mem.add([f"Ana met Bruno in Porto on day {i} of the trip" for i in range(40)],
                   user_id="ana", session_id="s1").ids
     before = {rid: mem.get(rid, True) for rid in ids}
     edges = {rid: {(e.src, e.dst, e.type) for e in mem.edges(rid)} for rid in ids}
-    report = run_cycle(mem, phases=("forget",), now=time.time() + 5000 * DAY)
+    report = run_cycle(mem.core, phases=("forget",), now=time.time() + 5000 * DAY)
     assert report.phases["forget"]["archived"] == 40 and mem.all("ana") == []
     assert mem.index.count() == mem.store.count() == 0
     conn = mem.store.conn
@@ -450,7 +451,7 @@ def test_pacer_sizes_each_batch_on_the_time_transactions_held_the_lock(tmp_path:
     assert sizes[-2] == round(pacing.TX_TARGET_S / 1e-4)
     assert list(pacer.batches(list(range(10)), deadline=time.perf_counter() - 1)) == []
     assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # as it was
-    assert automerge() == pacing.FTS_AUTOMERGE
+    assert automerge() == sqlite_lifecycle.FTS_AUTOMERGE
     store.close()
 
 
@@ -481,9 +482,9 @@ def test_consolidation_stopped_by_its_budget_leaves_its_memories_to_the_next_cyc
         mem: Memory) -> None:
     mem.add(["I moved to Lisbon in May with my cat.", "I moved to Lisbon in May with my cat!"],
             user_id="ana")
-    conn = reader(mem)
+    conn = mem.store.snapshot()
     try:
-        report = consolidate.run(mem, conn, time.perf_counter() - 1, "c-test")
+        report = consolidate.run(mem.core, conn, time.perf_counter() - 1, "c-test")
     finally:
         conn.close()
     assert report["stopped"] == "budget" and report["checked"] == 0
@@ -491,6 +492,7 @@ def test_consolidation_stopped_by_its_budget_leaves_its_memories_to_the_next_cyc
     assert mem.sleep().phases["consolidate"]["clusters"] == 1
 
 
+@pytest.mark.sqlite_only
 def test_an_archive_row_of_the_older_iso_form_is_still_restored(mem: Memory) -> None:
     rid = mem.add("the old archive kept times as ISO strings", user_id="ana").ids[0]
     rec = mem.get(rid, True)
@@ -501,7 +503,7 @@ def test_an_archive_row_of_the_older_iso_form_is_still_restored(mem: Memory) -> 
                      "VALUES ('old-1', 'ana', ?, ?, ?, ?)",
                      (json.dumps(payload), rec.text, rec.vector.astype("<f4").tobytes(),
                       time.time()))
-    actions.restore(mem, "old-1")
+    actions.restore(mem.core, "old-1")
     back = mem.get("old-1", True)
     assert back.text == rec.text and back.created_at == rec.created_at
     assert back.vector is not None and np.array_equal(back.vector, rec.vector)
@@ -535,4 +537,4 @@ def test_cycles_of_one_memory_run_one_at_a_time(mem: Memory, monkeypatch) -> Non
 
 
 def journal_rows(mem: Memory) -> list[str]:
-    return [r[0] for r in mem.store.conn.execute("SELECT action FROM events")]
+    return [e.action for e in mem.store.events()]

@@ -62,6 +62,7 @@ def test_entities() -> None:
     assert extract("wow, that is great. thanks!") == []
 
 
+@pytest.mark.sqlite_only
 def test_bm25_keeps_the_rarest_words_within_budget(mem: Memory, monkeypatch) -> None:
     mem.add(["I like running in the park", "I like happy stories", "zebras like running",
              "like it or not"], user_id="u")
@@ -106,19 +107,17 @@ def test_entity_and_causal_edges(mem: Memory) -> None:
 
 
 def test_entity_hop_finds_the_second_hop(mem: Memory) -> None:
-    from dataclasses import replace
 
     mem.add("I met Rui at the Porto book fair.", user_id="u")
     mem.add("Rui moved to Lisbon in June.", user_id="u")
     for i in range(20):
         mem.add(f"unrelated note number {i} about groceries", user_id="u")
-    mem.config = replace(mem.config, entity_gain=1.0)
+    mem.config = mem.config.replace(entity_gain=1.0)
     hits = mem.search("who did I meet at the Porto book fair", user_id="u", k=3)
     assert any(h.components.get("entity", 0) > 0 for h in hits)
 
 
 def test_maxsim_rerank(mem: Memory) -> None:
-    from dataclasses import replace
 
     from latentmem.retrieve.rerank import maxsim
 
@@ -126,7 +125,7 @@ def test_maxsim_rerank(mem: Memory) -> None:
     docs = [np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float32)[2:]]
     assert maxsim(q, docs).tolist() == [1.0, 0.0]
     mem.add(["the red bicycle in the hall", "a bicycle", "red paint"], user_id="u")
-    mem.config = replace(mem.config, maxsim_weight=0.5)
+    mem.config = mem.config.replace(maxsim_weight=0.5)
     hits = mem.search("red bicycle", user_id="u", k=3)
     assert hits[0].record.text == "the red bicycle in the hall"
     assert all("maxsim" in h.components for h in hits)

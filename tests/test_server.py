@@ -74,6 +74,7 @@ def _poll(condition: Any, what: str) -> Any:
     raise AssertionError(f"waited {DEADLINE_S:g}s for {what}")
 
 
+@pytest.mark.sqlite_only
 def test_add_search_context_get_feedback_delete(api: Api, tmp_path: Path) -> None:
     status, receipt = api.call("POST", "/v1/add", {
         "text": "I moved to Lisbon in May 2023", "user_id": "ana", "session_id": "s1",

@@ -298,7 +298,7 @@ def test_archive_keeps_float32_and_undo_restores_in_each_tier(tmp_path: Path, ti
                                               (rid,)).fetchone()[0])
 
         before, vec = blob(ids[5]), m.get(ids[5], True).vector
-        report = run_cycle(m, phases=("forget",), now=time.time() + 5000 * 86_400.0)
+        report = run_cycle(m.core, phases=("forget",), now=time.time() + 5000 * 86_400.0)
         assert report.phases["forget"]["archived"] == len(ids) and m.store.count() == 0
         sizes = {int(n) for (n,) in m.store.conn.execute("SELECT length(vector) FROM archive")}
         assert sizes == {4 * m.dim}

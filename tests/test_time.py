@@ -255,6 +255,7 @@ def test_supersedes_refuses_unknown_and_foreign_ids(mem: Memory) -> None:
     assert mem.all(user_id="ana") == [] and mem.get(bob).valid_to is None
 
 
+@pytest.mark.sqlite_only
 def test_record_scope_follows_records(mem: Memory) -> None:
     """The narrow scope table that BM25 filters on is kept exact by triggers."""
     a = mem.add("first note", user_id="ana", session_id="s", event_time="2023-01-01").ids[0]

@@ -122,7 +122,7 @@ def prewarm(setup: BenchSetup, units: list[Unit], quiet: bool) -> float:
                           disable=quiet):
             embedder.embed_batch(texts[start:start + 256])
     finally:
-        cache.conn.close()
+        cache.close()
     return time.perf_counter() - t0
 
 

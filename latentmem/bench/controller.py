@@ -100,11 +100,11 @@ def _held_out_features(memory: Any, units: list[Any]) -> tuple[np.ndarray, np.nd
 
 def _retrieval(memory: Any, units: list[Any], budget: int) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
-    weights = memory.config.weights
+    weights = memory.config.retrieval.weights
     for name, w in (("default", weights), ("heavy", replace(weights, importance=HEAVY_IMPORTANCE))):
         parts: dict[str, list[float]] = {"recall@5": [], "recall@10": [], "context_recall": []}
         saved = memory.config
-        memory.config = replace(saved, weights=w)
+        memory.config = saved.replace(weights=w)
         try:
             for unit in units:
                 for q in unit.questions:

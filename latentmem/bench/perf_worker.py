@@ -137,7 +137,7 @@ def _searches(m: Any, embedder: Any, texts: Texts, out: dict[str, Any]) -> None:
     without: list[float] = []
     dense: list[float] = []
     bm25: list[float] = []
-    n_cands = max(m.config.candidates, 10)
+    n_cands = max(m.config.retrieval.candidates, 10)
     for q, v in zip(texts.queries, qvecs, strict=True):
         t = time.perf_counter()
         m.search(q, user_id=USER, k=10)
@@ -194,8 +194,8 @@ def _cycles(m: Any, texts: Texts, out: dict[str, Any], pauses: list[float]) -> N
         during: list[float] = []
         m.store.write_longest = 0.0
         # The two locks a search takes: how long the cycle held each, at most.
-        locks = {"memory": HeldLock(m._lock, thread.name), "store": HeldLock(m.store.lock, thread.name)}
-        m._lock, m.store.lock = locks["memory"], locks["store"]
+        locks = {"memory": HeldLock(m.core.lock, thread.name), "store": HeldLock(m.store.lock, thread.name)}
+        m.core.lock, m.store.lock = locks["memory"], locks["store"]
         pauses.clear()
         t0 = time.perf_counter()
         thread.start()
@@ -207,7 +207,7 @@ def _cycles(m: Any, texts: Texts, out: dict[str, Any], pauses: list[float]) -> N
             during.append((time.perf_counter() - t) * 1e3)
             i += 1
         thread.join()
-        m._lock, m.store.lock = locks["memory"].inner, locks["store"].inner
+        m.core.lock, m.store.lock = locks["memory"].inner, locks["store"].inner
         out[f"{prefix}_seconds"] = time.perf_counter() - t0
         for name, lock in locks.items():
             out[f"{prefix}_longest_{name}_lock_ms"] = max(lock.holds, default=0.0) * 1e3

@@ -21,7 +21,6 @@ A configuration is a name, config settings and an optional step run after ingest
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from collections import defaultdict
@@ -36,7 +35,7 @@ from latentmem.bench.report import stamp, table, write_json
 from latentmem.bench.runner import QuestionResult, Unit, aggregate, score_question
 from latentmem.bench.systems import BenchSetup, LatentMemSystem
 from latentmem.errors import InvalidInputError
-from latentmem.memory import INDEX_FILE, Memory
+from latentmem.memory import Memory
 from latentmem.store.codec import TIERS
 from latentmem.store.sqlite import Scope
 
@@ -86,21 +85,13 @@ def disk(memory: Memory) -> dict[str, Any]:
     memory.flush()
     memory.store.checkpoint()
     db = memory.store.file_bytes()
-    index_path = memory.home / INDEX_FILE
-    index = index_path.stat().st_size if index_path.exists() else 0
-    try:
-        with memory.store.lock:
-            rows = memory.store.conn.execute(
-                "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
-        objects: dict[str, int] | None = {str(n): int(s) for n, s in rows}
-    except sqlite3.Error:  # SQLite built without dbstat
-        objects = None
+    index = int(memory.stats()["index_bytes"])
+    objects = memory.store.bytes_by_object()
     return {"db": db, "index": index, "total": db + index, "objects": objects}
 
 
 def vacuum(memory: Memory) -> None:
-    with memory.store.lock:
-        memory.store.conn.execute("VACUUM")
+    memory.store.vacuum()
     memory.store.checkpoint()
 
 
@@ -119,7 +110,7 @@ def dense_overlap(memory: Memory, qvec: np.ndarray, exact_keys: list[str],
                   rowid_key: dict[int, str]) -> float:
     """Overlap of the engine's dense top 10 (index candidates, rescored by the stored
     vectors, as hybrid retrieval does) with the exact fp32 top 10."""
-    ids, _ = memory.index.search(USER, qvec, memory.config.candidates)
+    ids, _ = memory.index.search(USER, qvec, memory.config.retrieval.candidates)
     rows = memory.store.light_rows("rowid", [int(i) for i in ids])
     rows.sort(key=lambda r: -float(r.vector @ qvec))
     got = {rowid_key[r.rowid] for r in rows[:DENSE_K] if r.rowid in rowid_key}
@@ -228,7 +219,7 @@ def run_cli(args: argparse.Namespace) -> int:
             summary["seconds"] = round(time.perf_counter() - t0, 1)
             results.append(summary)
     finally:
-        cache.conn.close()
+        cache.close()
     base = results[0]
     for r in results:
         if r["recall@10"] is not None and base["recall@10"] is not None:

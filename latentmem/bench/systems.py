@@ -173,7 +173,7 @@ class DenseSystem:
         return _pack_by_rank(self._ranked(query, 200), budget)
 
     def close(self) -> None:
-        self._cache.conn.close()
+        self._cache.close()
 
 
 _WORDS = re.compile(r"(?u)\b\w\w+\b")

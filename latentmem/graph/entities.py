@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from latentmem.store.sqlite import FTS_STOPWORDS
+from latentmem.store.lexicon import FTS_STOPWORDS
 
 _NOT_NAMES = FTS_STOPWORDS | frozenset(
     """hey hi hello thanks thank yeah yes no oh wow ok okay sure well so great good nice

@@ -14,18 +14,17 @@
   by the inverter when one is shipped. The originals are kept, demoted or
   archived.
 
-Every function takes the owning ``Memory`` and holds its lock for one short
-transaction, so a background cycle interleaves with searches.
+Every function takes the engine's ``Core`` (latentmem/core.py) and holds its lock for
+one short transaction, so a background cycle interleaves with searches. The statements
+are the store's (``store.base.Journal``, ``Archive``).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,24 +35,21 @@ from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.ids import new_id
 from latentmem.inputs import check_scope_value, content_hash, index_text_for
 from latentmem.lifecycle import journal, pacing
-from latentmem.store.formats.records import record_from_dict
-from latentmem.store.sqlite import StoredRow
-from latentmem.types import Edge, Record, from_ts, iso
+from latentmem.store.base import StoredRow
+from latentmem.types import Edge, Record
 
 if TYPE_CHECKING:
-    from latentmem.memory import Memory
+    from latentmem.core import Core
 
 MERGE_MODES = ("lossless", "lossy")
 ORIGINALS = ("keep", "demote", "archive")
 _SPACE = re.compile(r"\s+")
-# A batch of ids or rowids as one JSON array parameter: one statement, any batch size.
-_IN = "IN (SELECT value FROM json_each(?))"
 _RESTORE = {"op": "restore"}  # the undo of an archiving
 
 
-def reconstruct(mem: Memory, vectors: np.ndarray) -> list[str]:
+def reconstruct(core: Core, vectors: np.ndarray) -> list[str]:
     """Text for vectors from the inverter, or empty strings when none is available."""
-    inverter = mem.inverter()
+    inverter = core.inverter()
     if inverter is None or len(vectors) == 0:
         return [""] * len(vectors)
     return list(inverter.invert(np.asarray(vectors, dtype=np.float32)))
@@ -66,16 +62,7 @@ def _why(reason: str | Mapping[str, str], record_id: str) -> str:
     return reason if isinstance(reason, str) else reason[record_id]
 
 
-def _history(conn: sqlite3.Connection, event: str, at: float,
-             reasons: Sequence[tuple[str, str]]) -> None:
-    """One history event per memory, with its reason, in one statement (see journal.log_many)."""
-    conn.execute("INSERT INTO history(record_id, event, at, detail) "
-                 "SELECT json_extract(value, '$[0]'), ?, ?, "
-                 "json_object('reason', json_extract(value, '$[1]')) FROM json_each(?)",
-                 (event, at, json.dumps(reasons)))
-
-
-def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
+def demote(core: Core, ids: Sequence[str], reason: str | Mapping[str, str], *,
            cycle: str | None = None, undoable: bool = False, reconstruct_text: bool = True,
            ) -> list[str]:
     """Drop the text of these memories for good (or, ``undoable``, until the undo window
@@ -84,28 +71,21 @@ def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
     inverter's reading of the vector as the summary (when an inverter is shipped); sleep
     cycles pass False, because inverting costs tens of milliseconds a memory and a cycle
     may demote thousands (``m.invert(id)`` reads any of them back on demand)."""
-    invert = reconstruct_text and mem.inverter() is not None  # vectors are read only for it
-    rows = [r for r in mem.store.get_rows_by_id(list(ids), with_vector=invert)
+    invert = reconstruct_text and core.inverter() is not None  # vectors are read only for it
+    rows = [r for r in core.store.get_rows_by_id(list(ids), with_vector=invert)
             if r.record.text is not None]
     if not rows:
         return []
     recon = [""] * len(rows)
     if invert:
-        recon = reconstruct(mem, np.stack([r.record.vector for r in rows
+        recon = reconstruct(core, np.stack([r.record.vector for r in rows
                                            if r.record.vector is not None]))
     now = time.time()
-    rowids = [r.rowid for r in rows]
-    done = json.dumps([r.record.id for r in rows])
-    with pacing.between_searches(mem), mem.store.transaction() as conn:
-        conn.execute(
-            "UPDATE records SET text = NULL, index_text = '', title = '', summary = j.value, "
-            "updated_at = ? FROM json_each(?) j WHERE records.rowid = CAST(j.key AS INTEGER)",
-            (now, json.dumps({str(row.rowid): text for row, text in zip(rows, recon, strict=True)})))
-        mem.store.drop_texts(conn, rowids)
-        conn.execute(f"UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id {_IN}",
-                     (done,))
-        _history(conn, "DEMOTE", now, [(r.record.id, _why(reason, r.record.id)) for r in rows])
-        journal.log_many(conn, "demote", [
+    with pacing.between_searches(core), core.store.transaction():
+        core.store.drop_texts({row.rowid: text for row, text in zip(rows, recon, strict=True)}, now)
+        core.store.blank_history([r.record.id for r in rows])
+        core.store.log_history("DEMOTE", now, [(r.record.id, _why(reason, r.record.id)) for r in rows])
+        core.store.log_events("demote", [
             (r.record.id, r.record.user_id, _why(reason, r.record.id),
              {"op": "demote", "text": r.record.text, "index_text": r.index_text,
               "title": r.record.title, "summary": r.record.summary} if undoable else None)
@@ -113,43 +93,20 @@ def demote(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
     return [r.record.id for r in rows]
 
 
-def _undo_demote(mem: Memory, record_id: str, payload: dict[str, Any]) -> None:
-    row = mem.store.get_row(record_id)
+def _undo_demote(core: Core, record_id: str, payload: dict[str, Any]) -> None:
+    row = core.store.get_row(record_id)
     if row.record.text is not None:
         raise InvalidInputError(f"{record_id} has text again; nothing to undo")
-    with mem.store.transaction() as conn:
-        mem.store.restore_text(conn, replace(row.record, text=payload["text"],
-                                             title=payload["title"], summary=payload["summary"]),
-                               row.rowid, payload["index_text"])
-        conn.execute("INSERT INTO history(record_id, event, new_text, at) "
-                     "VALUES (?, 'RESTORE', ?, ?)", (record_id, payload["text"], time.time()))
+    with core.store.transaction():
+        core.store.restore_text(replace(row.record, text=payload["text"], title=payload["title"],
+                                        summary=payload["summary"]),
+                                row.rowid, payload["index_text"])
+        core.store.add_history(record_id, "RESTORE", time.time(), new_text=payload["text"])
 
 
 # -- archive -----------------------------------------------------------------------
 
 
-# The archive's copy of a memory, made by SQLite in one statement per batch: the record's
-# fields as Record.to_dict names them but with times as Unix seconds ("times": "unix"),
-# every real written with 17 digits (json_object keeps 15, and an undo must restore the
-# exact value), and its edges. ``archived`` reads both this and the older ISO form.
-_REALS = ("event_time", "created_at", "updated_at", "valid_to", "importance",
-          "last_accessed_at", "strength")
-_TIMES = ("event_time", "created_at", "updated_at", "valid_to", "last_accessed_at")
-_FIELD_SQL = {"summary": "coalesce(r.summary, latentmem_plain(r.text))",
-              "metadata": "json(r.metadata)", "sources": "json(r.sources)",
-              **{f: f"CASE WHEN r.{f} IS NULL THEN NULL ELSE json(printf('%!.17g', r.{f})) END"
-                 for f in _REALS}}
-_RECORD_JSON = "json_object(" + ", ".join(
-    f"'{f.name}', {_FIELD_SQL.get(f.name, 'r.' + f.name)}" for f in fields(Record)
-    if f.name != "vector") + ")"
-_EDGES_JSON = ("(SELECT json_group_array(json_array(e.src, e.dst, e.type, "
-               "json(printf('%!.17g', e.weight)))) FROM edges e WHERE e.src = r.id OR e.dst = r.id)")
-_ARCHIVE = (
-    "INSERT OR REPLACE INTO archive(id, user_id, row, index_text, vector, archived_at) "
-    f"SELECT r.id, r.user_id, json_object('times', 'unix', 'record', {_RECORD_JSON}, "
-    f"'edges', {_EDGES_JSON}), x.index_text, r.vector, ? "
-    "FROM records r JOIN records_indexed x ON x.rowid = r.rowid "
-    "WHERE r.rowid IN (SELECT value FROM json_each(?))")
 class Unindexer:
     """Takes archived memories out of the vector index, in bulk for a caller archiving
     many batches (a sleep cycle). Removing rowids from a user's partition rewrites the
@@ -160,8 +117,8 @@ class Unindexer:
     the index for stale and rebuilds it. An index file saved meanwhile disagrees with the
     store's count, so it is rebuilt on open."""
 
-    def __init__(self, mem: Memory, every: int = 5000) -> None:
-        self.mem, self.every = mem, every
+    def __init__(self, core: Core, every: int = 5000) -> None:
+        self.core, self.every = core, every
         self.pending: dict[str, list[int]] = {}
         self.count = 0
 
@@ -174,14 +131,13 @@ class Unindexer:
     def flush(self) -> None:
         if not self.pending:
             return
-        mem = self.mem
-        with mem._lock:
-            mem._sync_index()  # rebuilt (without them) only if another process wrote meanwhile
+        core = self.core
+        with core.lock:
+            core.sync_index()  # rebuilt (without them) only if another process wrote meanwhile
             for user, rowids in self.pending.items():
-                mem.index.remove(user, np.asarray(rowids, dtype=np.int64))
-            with mem.store.transaction() as conn:
-                mem.store.bump_epoch(conn)
-            mem.index.epoch = mem.store.vector_epoch()
+                core.index.remove(user, np.asarray(rowids, dtype=np.int64))
+            core.store.bump_epoch()
+            core.index.epoch = core.store.vector_epoch()
         self.pending, self.count = {}, 0
 
     def __enter__(self) -> Unindexer:
@@ -191,7 +147,7 @@ class Unindexer:
         self.flush()
 
 
-def archive(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
+def archive(core: Core, ids: Sequence[str], reason: str | Mapping[str, str], *,
             cycle: str | None = None, action: str = "archive",
             unindex: Unindexer | None = None) -> list[str]:
     """Move memories out of every index into ``archive`` in one transaction; undo brings
@@ -199,77 +155,45 @@ def archive(mem: Memory, ids: Sequence[str], reason: str | Mapping[str, str], *,
     that were live). Each statement handles the whole batch, so the transaction costs
     tens of microseconds per memory, and it runs between searches (``pacing``).
     ``unindex``: leave the vector index to it (by default it is updated at once)."""
-    wanted = json.dumps(list(dict.fromkeys(ids)))
     now = time.time()
-    codec = mem.store.codec
-    with pacing.between_searches(mem), mem.store.transaction() as conn:
-        found = conn.execute(f"SELECT rowid, id, user_id, length(vector) = ? FROM records "
-                             f"WHERE id {_IN}", (4 * codec.dim, wanted)).fetchall()
+    with pacing.between_searches(core), core.store.transaction():
+        found = core.store.archive(list(dict.fromkeys(ids)), now)
         if not found:
             return []
-        rowids = json.dumps([r[0] for r in found])
-        done = json.dumps([r[1] for r in found])
-        conn.execute(_ARCHIVE, (now, rowids))
-        # The archive keeps float32 vectors; a compact tier's blobs are decoded here.
-        other = [r[1] for r in found if not r[3]]
-        if other:
-            blobs = conn.execute(f"SELECT id, vector FROM archive WHERE id {_IN}",
-                                 (json.dumps(other),)).fetchall()
-            vectors = codec.decode_many([v for _, v in blobs]).astype("<f4")
-            conn.executemany("UPDATE archive SET vector = ? WHERE id = ?",
-                             [(v.tobytes(), i) for (i, _), v in zip(blobs, vectors, strict=True)])
-        mem.store.drop_texts(conn, [r[0] for r in found], purge=False)
-        # Provenance stays: a merged record keeps its merged_from edges.
-        for end in ("src", "dst"):
-            conn.execute(f"DELETE FROM edges WHERE {end} {_IN} AND type != 'merged_from'",
-                         (done,))
-        conn.execute(f"DELETE FROM records WHERE rowid {_IN}", (rowids,))
-        _history(conn, "ARCHIVE", now, [(rid, _why(reason, rid)) for _, rid, _, _ in found])
-        journal.log_many(conn, action, [(rid, user, _why(reason, rid), _RESTORE)
-                                        for _, rid, user, _ in found], cycle)
+        core.store.log_history("ARCHIVE", now, [(rid, _why(reason, rid)) for _, rid, _ in found])
+        core.store.log_events(action, [(rid, user, _why(reason, rid), _RESTORE)
+                                       for _, rid, user in found], cycle)
     by_user: dict[str, list[int]] = {}
-    for rowid, _, user, _ in found:
+    for rowid, _, user in found:
         by_user.setdefault(user, []).append(rowid)
-    later = unindex or Unindexer(mem)
+    later = unindex or Unindexer(core)
     for user, rows in by_user.items():  # one pass over the index per user, not per row
         later.add(user, rows)
     if unindex is None:
         later.flush()
-    return [rid for _, rid, _, _ in found]
+    return [rid for _, rid, _ in found]
 
 
-def archived(mem: Memory, record_id: str) -> tuple[Record, str, list[Edge]] | None:
-    with mem.store.lock:
-        row = mem.store.conn.execute(
-            "SELECT row, index_text, vector FROM archive WHERE id = ?", (record_id,)).fetchone()
-    if row is None:
-        return None
-    payload = json.loads(row[0])
-    data = payload["record"]
-    if payload.get("times") == "unix":
-        data = {**data, **{k: iso(from_ts(data[k])) for k in _TIMES}}
-    rec = record_from_dict(data, np.frombuffer(row[2], dtype="<f4"), f"archived {record_id}")
-    edges = [Edge(s, d, t, w) for s, d, t, w in payload["edges"]]
-    return rec, row[1], edges
+def archived(core: Core, record_id: str) -> tuple[Record, str, list[Edge]] | None:
+    return core.store.archived(record_id)
 
 
-def restore(mem: Memory, record_id: str) -> None:
+def restore(core: Core, record_id: str) -> None:
     """Put an archived memory back into the store and every index."""
-    found = archived(mem, record_id)
+    found = core.store.archived(record_id)
     if found is None:
         raise NotFoundError(f"{record_id} is not archived")
     rec, index_text, edges = found
-    with mem._lock:
-        mem._sync_index()
-        with mem.store.transaction() as conn:
-            live = {r.record.id for r in mem.store.get_rows_by_id(
+    with core.lock:
+        core.sync_index()
+        with core.store.transaction():
+            live = {r.record.id for r in core.store.get_rows_by_id(
                 list({e.src for e in edges} | {e.dst for e in edges}))} | {rec.id}
             keep = [e for e in edges if e.src in live and e.dst in live]
-            rowids = mem.store.insert([(rec, index_text)], keep, history_event="RESTORE")
-            conn.execute("DELETE FROM archive WHERE id = ?", (record_id,))
+            rowids = core.store.insert([(rec, index_text)], keep, history_event="RESTORE")
+            core.store.unarchive(record_id)
         assert rec.vector is not None
-        mem.index.add(rec.user_id, np.asarray(rowids, dtype=np.int64), rec.vector.reshape(1, -1))
-        mem.index.epoch = mem.store.vector_epoch()
+        core.index_added(rec.user_id, rowids, rec.vector.reshape(1, -1))
 
 
 # -- merge -------------------------------------------------------------------------
@@ -298,7 +222,7 @@ def union_text(rows: Sequence[StoredRow]) -> tuple[str, str | None]:
     return (" ".join(lines) if one else "\n".join(lines)), (ordered[0].record.speaker if one else None)
 
 
-def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = None,
+def merge(core: Core, ids: Sequence[str], *, weights: Sequence[float] | None = None,
           mode: str = "lossless", originals: str = "keep", reason: str = "merged on request",
           cycle: str | None = None, user_id: str | None = None,
           vector: np.ndarray | None = None, unindex: Unindexer | None = None) -> Record:
@@ -318,7 +242,7 @@ def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = 
         w = np.asarray(list(weights), dtype=np.float64).astype(np.float32)
         if len(w) != len(id_list) or not np.isfinite(w).all() or (w <= 0).any():
             raise InvalidInputError("weights must be positive numbers, one per distinct id")
-    rows = [mem._owned(rid, user_id, with_vector=True) for rid in id_list]
+    rows = [core.owned(rid, user_id, with_vector=True) for rid in id_list]
     users = {r.record.user_id for r in rows}
     if len(users) != 1:
         raise InvalidInputError("merge only combines memories of one user")
@@ -330,12 +254,12 @@ def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = 
     if mode == "lossless" and all(r.record.text is not None for r in rows):
         text, speaker = union_text(rows)
         if vector is None:
-            vector = mem.embedder.embed_batch([index_text_for(text, speaker)])[0]
+            vector = core.embedder.embed_batch([index_text_for(text, speaker)])[0]
         summary = segment.derive_summary(text)
     else:  # lossy, or lossless over memories some of which are lossy already
         text, speaker = None, None
         vector = mean
-        summary = reconstruct(mem, mean.reshape(1, -1))[0]
+        summary = reconstruct(core, mean.reshape(1, -1))[0]
     recs = [r.record for r in rows]
     times = [t for t in (r.event_time for r in recs) if t is not None]
     common = {r.session_id for r in recs}
@@ -354,55 +278,55 @@ def merge(mem: Memory, ids: Sequence[str], *, weights: Sequence[float] | None = 
         content_hash=content_hash(text) if text else "", vector=vector,
     )
     edges = [Edge(merged.id, rid, "merged_from", float(wi), now) for rid, wi in zip(id_list, w, strict=True)]
-    with mem._lock:
-        mem._sync_index()
-        with mem.store.transaction() as conn:
-            rowids = mem.store.insert([(merged, index_text_for(text or "", speaker))], edges,
-                                      history_event="MERGE")
-            journal.log(conn, "merge", merged.id, merged.user_id,
-                        f"{reason}: {len(id_list)} memories, {mode}, originals {originals}",
-                        {"op": "unmerge", "originals": originals}, cycle)
-        mem.index.add(merged.user_id, np.asarray(rowids, dtype=np.int64), vector.reshape(1, -1))
-        mem.index.epoch = mem.store.vector_epoch()
+    with core.lock:
+        core.sync_index()
+        with core.store.transaction():
+            rowids = core.store.insert([(merged, index_text_for(text or "", speaker))], edges,
+                                       history_event="MERGE")
+            core.store.log_event("merge", merged.id, merged.user_id,
+                                 f"{reason}: {len(id_list)} memories, {mode}, originals {originals}",
+                                 {"op": "unmerge", "originals": originals}, cycle)
+        core.index_added(merged.user_id, rowids, vector.reshape(1, -1))
     why = f"merged into {merged.id}"
     if originals == "archive":
-        archive(mem, id_list, why, cycle=cycle, unindex=unindex)
+        archive(core, id_list, why, cycle=cycle, unindex=unindex)
     elif originals == "demote":
-        demote(mem, id_list, why, cycle=cycle, undoable=True, reconstruct_text=False)
-    return mem.store.get_row(merged.id).record
+        demote(core, id_list, why, cycle=cycle, undoable=True, reconstruct_text=False)
+    return core.store.get_row(merged.id).record
 
 
-def _undo_merge(mem: Memory, record_id: str) -> None:
+def _undo_merge(core: Core, record_id: str) -> None:
     """Delete the merged record and bring its originals back as they were."""
+    from latentmem.lifecycle import purge
+
     try:
-        row = mem.store.get_row(record_id)
+        row = core.store.get_row(record_id)
     except NotFoundError:
         row = None
     sources = row.record.sources if row is not None else []
     for rid in sources:
-        for event in reversed(journal.for_record(mem.store, rid)):
+        for event in reversed(journal.for_record(core.store, rid)):
             if event.undone_at is None and event.undoable and event.reason == f"merged into {record_id}":
-                undo(mem, event.seq)
+                undo(core, event.seq)
     # Consolidation leaves memories alone once a merge of theirs was undone: someone
     # decided they should stay apart.
-    with mem.store.transaction() as conn:
-        conn.executemany("UPDATE records SET metadata = json_set(metadata, '$.unmerged', ?) "
-                         "WHERE id = ?", [(record_id, rid) for rid in sources])
+    core.store.mark_unmerged(sources, record_id)
     if row is not None:
-        mem.delete([record_id])
+        with core.lock:
+            purge.delete(core, [record_id], None)
 
 
 # -- undo --------------------------------------------------------------------------
 
 
-def undo(mem: Memory, seq: int, user_id: str | None = None) -> journal.Event:
+def undo(core: Core, seq: int, user_id: str | None = None) -> journal.Event:
     """Reverse one journaled action. Deliberate deletions and explicit demotions, and
     actions older than the undo window, cannot be undone: they raise and change nothing.
     ``user_id``: only that user's events (another's is "no lifecycle event")."""
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise InvalidInputError(f"event must be an integer, found {seq!r}")
     user = check_scope_value("user_id", user_id)
-    event, payload = journal.get(mem.store, seq)
+    event, payload = core.store.event(seq)
     if user is not None and event.user_id != user:
         raise NotFoundError(f"no lifecycle event #{seq}")
     if event.undone_at is not None:
@@ -412,25 +336,23 @@ def undo(mem: Memory, seq: int, user_id: str | None = None) -> journal.Event:
             f"event #{seq} ({event.action}) cannot be undone: it was final by design, or its "
             "undo window has passed")
     op = payload.get("op")
-    with mem._lock:
+    with core.lock:
         if op == "demote":
-            _undo_demote(mem, event.record_id, payload)
+            _undo_demote(core, event.record_id, payload)
         elif op == "restore":
-            restore(mem, event.record_id)
+            restore(core, event.record_id)
         elif op == "unmerge":
-            _undo_merge(mem, event.record_id)
+            _undo_merge(core, event.record_id)
         elif op == "strength":
-            with mem.store.transaction() as conn:
-                conn.execute("UPDATE records SET strength = ? WHERE id = ?",
-                             (payload["strength"], event.record_id))
+            core.store.set_strengths({core.store.get_row(event.record_id).rowid: payload["strength"]})
         else:
             raise InvalidInputError(f"event #{seq} has an unknown undo operation {op!r}")
         if op in ("demote", "restore"):
             # Undoing a forgetting says the memory matters: it counts as a recall, or the
             # next cycle would forget it again at once.
-            mem.store.touch([mem.store.get_row(event.record_id).rowid])
-        with mem.store.transaction() as conn:
-            journal.mark_undone(conn, seq)
-            journal.log(conn, "undo", event.record_id, event.user_id,
-                        f"undid #{seq} ({event.action})")
-    return journal.get(mem.store, seq)[0]
+            core.store.touch([core.store.get_row(event.record_id).rowid])
+        with core.store.transaction():
+            core.store.mark_undone(seq)
+            core.store.log_event("undo", event.record_id, event.user_id,
+                                 f"undid #{seq} ({event.action})")
+    return core.store.event(seq)[0]

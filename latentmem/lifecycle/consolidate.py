@@ -24,7 +24,7 @@ near-duplicate (cosine >= 0.85) lies in one of those cells. New memories are tak
 in chunks of ``QUERY_CHUNK`` in record order; the deadline is checked between
 chunks and the watermark moves past every chunk whose clusters were merged, so a
 cycle stopped by its budget leaves the rest to the next one. It all runs on one core
-(FAISS releases the GIL) and on a read-only connection, outside every lock:
+(FAISS releases the GIL) and on the cycle's snapshot of the store, outside every lock:
 searches keep running beside it.
 
 Rejected: MinHash over the text (misses rewordings, and lossy memories have no
@@ -34,7 +34,6 @@ text), and merging across users (scope isolation is structural).
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -48,10 +47,10 @@ from latentmem.encode import segment
 from latentmem.errors import NotFoundError
 from latentmem.inputs import index_text_for
 from latentmem.lifecycle import actions, pacing
-from latentmem.store.sqlite import StoredRow
+from latentmem.store.base import Scans, StoredRow
 
 if TYPE_CHECKING:
-    from latentmem.memory import Memory
+    from latentmem.core import Core
 
 LOW_INFO_WORDS = 3
 MAX_CLUSTER = 16
@@ -60,7 +59,6 @@ PROBES = 8  # cells each new memory is compared with
 QUERY_CHUNK = 20_000  # new memories per step between deadline checks
 CELL_MIN = 5_000  # below this many memories a flat scan is always cheap enough
 WATERMARK = "consolidated_upto"
-_FETCH = 1_000  # rows per fetch when loading vectors (see forget.scan)
 
 
 def information(text: str | None) -> int:
@@ -181,34 +179,12 @@ def clusters(pairs: list[tuple[int, int, float]], accept: Any) -> list[list[int]
     return [sorted(set(g) | {root}) for root, g in groups.items() if len(set(g) | {root}) > 1]
 
 
-def _vectors(mem: Memory, reader: sqlite3.Connection, user: str,
-             top: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rowids and vectors of a user's memories that may merge, in record order."""
-    cur = reader.execute(
-        "SELECT rowid, vector FROM records WHERE user_id = ? AND level != 'merged' "
-        "AND json_extract(metadata, '$.unmerged') IS NULL AND rowid <= ? ORDER BY rowid",
-        (user, top))
-    rowids: list[np.ndarray] = []
-    vectors: list[np.ndarray] = []
-    while rows := cur.fetchmany(_FETCH):
-        rowids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-        vectors.append(mem.store.decode_vectors([r[1] for r in rows]))
-    if not rowids:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, mem.dim), dtype=np.float32)
-    return np.concatenate(rowids), np.concatenate(vectors)
-
-
-def _column(reader: sqlite3.Connection, column: str, rowids: np.ndarray) -> dict[int, Any]:
-    marks = ",".join(str(int(r)) for r in rowids)
-    return dict(reader.execute(f"SELECT rowid, {column} FROM records WHERE rowid IN ({marks})"))
-
-
-def _pairs(mem: Memory, reader: sqlite3.Connection, user: str, upto: int, top: int, floor: float,
+def _pairs(core: Core, reader: Scans, user: str, upto: int, top: int, floor: float,
            deadline: float, report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int | None]:
     """A user's similar pairs as rowids, their cosines, and the first new rowid left
     unchecked at the deadline (None when all were checked)."""
     empty = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32)
-    rowids, vectors = _vectors(mem, reader, user, top)
+    rowids, vectors = reader.mergeable_vectors(user, top)
     queries = np.nonzero(rowids > upto)[0]
     if len(rowids) < 2 or len(queries) == 0:
         return *empty, None
@@ -229,31 +205,29 @@ def _pairs(mem: Memory, reader: sqlite3.Connection, user: str, upto: int, top: i
     return np.concatenate(found), np.concatenate(sims), None
 
 
-def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str) -> dict[str, Any]:
-    cfg = mem.config
+def run(core: Core, reader: Scans, deadline: float, cycle: str) -> dict[str, Any]:
+    cfg = core.config.lifecycle
     report: dict[str, Any] = {"clusters": 0, "merged": 0, "pairs": 0, "checked": 0}
-    upto = int(mem.store.get_meta(WATERMARK) or 0)
-    top = reader.execute("SELECT max(rowid) FROM records").fetchone()[0] or 0
-    first_new = dict(reader.execute(
-        "SELECT user_id, min(rowid) FROM records WHERE rowid > ? AND level != 'merged' "
-        "GROUP BY user_id ORDER BY user_id", (upto,)).fetchall())
+    upto = int(core.store.get_meta(WATERMARK) or 0)
+    top = reader.max_rowid()
+    first_new = reader.first_new_by_user(upto)
     floor = min(cfg.duplicate_threshold, cfg.repeat_threshold)
     mark = top  # the next watermark: every new memory up to it was handled
     for user in first_new:
-        pairs, cos, stopped = _pairs(mem, reader, user, upto, top, floor, deadline, report)
+        pairs, cos, stopped = _pairs(core, reader, user, upto, top, floor, deadline, report)
         if stopped is not None:
             mark = min(mark, stopped - 1)
         report["pairs"] += len(pairs)
         if len(pairs):
             low = {rowid: information(text) <= LOW_INFO_WORDS
-                   for rowid, text in _column(reader, "text", np.unique(pairs)).items()}
+                   for rowid, text in reader.texts_of(np.unique(pairs).tolist()).items()}
             groups = clusters(
                 list(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), cos.tolist(), strict=True)),
                 lambda a, b, sim, low=low: sim >= cfg.duplicate_threshold or (
                     sim >= cfg.repeat_threshold and low[a] and low[b]))
-            ids = _column(reader, "id", np.array(sorted({r for g in groups for r in g})))
+            ids = reader.ids_of(sorted({r for g in groups for r in g}))
             done = _merge_groups(
-                mem, [[ids[r] for r in g] for g in groups], deadline, cycle,
+                core, [[ids[r] for r in g] for g in groups], deadline, cycle,
                 [("near-duplicates" if not all(low[r] for r in g) else "low-information repeats")
                  for g in groups])
             report["clusters"] += done
@@ -267,33 +241,33 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str) ->
             mark = min([mark, *(r - 1 for r in later)])
             break
     if mark > upto:
-        mem.store.set_meta(WATERMARK, str(mark))
+        core.store.set_meta(WATERMARK, str(mark))
     return report
 
 
-def _merge_groups(mem: Memory, groups: list[list[str]], deadline: float, cycle: str,
+def _merge_groups(core: Core, groups: list[list[str]], deadline: float, cycle: str,
                   kinds: list[str]) -> int:
     """Merge each group; lossless unions are embedded in one batch first."""
-    cfg = mem.config
+    cfg = core.config.lifecycle
     vectors: list[np.ndarray | None] = [None] * len(groups)
     if cfg.consolidate_mode == "lossless" and groups:
         texts: list[str] = []
         where: list[int] = []
         for gi, group in enumerate(groups):
-            rows: list[StoredRow] = mem.store.get_rows_by_id(group)
+            rows: list[StoredRow] = core.store.get_rows_by_id(group)
             if len(rows) == len(group) and all(r.record.text is not None for r in rows):
                 text, speaker = actions.union_text(rows)
                 texts.append(index_text_for(text, speaker))
                 where.append(gi)
-        for gi, vec in zip(where, mem.embedder.embed_batch(texts) if texts else [], strict=True):
+        for gi, vec in zip(where, core.embedder.embed_batch(texts) if texts else [], strict=True):
             vectors[gi] = vec
     done = 0
-    with actions.Unindexer(mem) as later:
+    with actions.Unindexer(core) as later:
         for group, kind, vec in zip(groups, kinds, vectors, strict=True):
             if time.perf_counter() > deadline:
                 break
             try:
-                actions.merge(mem, group, mode=cfg.consolidate_mode,
+                actions.merge(core, group, mode=cfg.consolidate_mode,
                               originals=cfg.consolidate_originals,
                               reason=f"consolidated {kind}", cycle=cycle, vector=vec,
                               unindex=later)

@@ -88,7 +88,7 @@ import numpy as np
 
 from latentmem.encode import segment
 from latentmem.graph import entities
-from latentmem.store.sqlite import Scope, SQLiteStore, StoredRow
+from latentmem.store.base import Scope, Store, StoredRow
 from latentmem.types import Context
 
 MODEL_NAME = "controller"
@@ -232,7 +232,7 @@ class Controller:
         z = np.atleast_2d(x) @ w
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
-    def score_new(self, store: SQLiteStore, user_id: str, session_id: str | None,
+    def score_new(self, store: Store, user_id: str, session_id: str | None,
                   texts: Sequence[str], roles: Sequence[str | None],
                   vectors: np.ndarray) -> list[float]:
         """Importance of memories about to be added (in order, to one user and session)."""
@@ -244,7 +244,7 @@ class Controller:
             self.population_sum += x.sum(axis=0)
         return [round(float(s), 4) for s in self.score(x)]
 
-    def features_of(self, store: SQLiteStore,
+    def features_of(self, store: Store,
                     ids: Sequence[str]) -> tuple[list[tuple[str, str]], np.ndarray]:
         """([(id, user id)], features) of the stored memories among ``ids``, novelty
         recomputed from the store."""
@@ -370,19 +370,19 @@ class Controller:
         self.population_sum = np.asarray(state["population_sum"], dtype=np.float64)
 
     @classmethod
-    def load(cls, store: SQLiteStore, implicit_weight: float = 0.05) -> Controller:
+    def load(cls, store: Store, implicit_weight: float = 0.05) -> Controller:
         controller = cls(implicit_weight)
         saved = store.load_model(MODEL_NAME)
         if saved is not None:
             controller.load_state(json.loads(saved))
         return controller
 
-    def save(self, store: SQLiteStore) -> None:
+    def save(self, store: Store) -> None:
         store.save_model(MODEL_NAME, json.dumps(self.state(), separators=(",", ":")))
 
     # -- what Memory calls ------------------------------------------------------------
 
-    def feedback(self, store: SQLiteStore, row: StoredRow, useful: bool,
+    def feedback(self, store: Store, row: StoredRow, useful: bool,
                  source: str = "explicit") -> float:
         """Log one feedback event, learn from it and persist; the memory's new importance.
         All or nothing: the model in memory changes only once the store did."""
@@ -403,7 +403,7 @@ class Controller:
                 raise
         return importance
 
-    def observe_context(self, store: SQLiteStore, context: Context) -> None:
+    def observe_context(self, store: Store, context: Context) -> None:
         """The implicit signal: the memories that lead a packed context."""
         if self.implicit_weight <= 0 or not context.items:
             return
@@ -415,7 +415,7 @@ class Controller:
             if self.observe_packed(x):
                 self.save(store)
 
-    def rescore(self, store: SQLiteStore, scope: Scope | None = None) -> int:
+    def rescore(self, store: Store, scope: Scope | None = None) -> int:
         """Refresh the stored importance of every memory in ``scope`` (all when None) with
         the current model and each memory's own feedback; how many changed. For a sleep
         cycle."""
@@ -440,7 +440,7 @@ def _blend(score: float, counts: tuple[int, int] | None) -> float:
     return round((OWN_FEEDBACK_PRIOR * score + useful) / (OWN_FEEDBACK_PRIOR + n), 4)
 
 
-def scope_features(store: SQLiteStore, scope: Scope | None = None,
+def scope_features(store: Store, scope: Scope | None = None,
                    page: int = 5000) -> Iterator[tuple[list[StoredRow], np.ndarray]]:
     """(rows, features) of every memory in ``scope``, a page at a time, in rowid order.
     Novelty comes from the rows scanned before it in the same session (the first of a

@@ -25,19 +25,18 @@ then archived, until the user fits. Priority = strength x (0.5 + importance).
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentmem.lifecycle import actions, journal, pacing, purge
+from latentmem.lifecycle import actions, pacing, purge
+from latentmem.store.base import Scans
 
 if TYPE_CHECKING:
-    from latentmem.memory import Memory
+    from latentmem.core import Core
 
 DAY = 86_400.0
 IMPORTANCE_GAIN = 3.0
@@ -63,19 +62,16 @@ class Scan:
     vector_bytes: np.ndarray
 
 
-def scan(conn: sqlite3.Connection, now: float, half_life_days: float) -> Scan:
-    cur = conn.execute(
-        "SELECT rowid, max(created_at, coalesce(last_accessed_at, created_at)), "
-        "importance, access_count, strength, text IS NULL, "
-        "length(CAST(coalesce(text, '') AS BLOB)) + length(vector), length(vector), id, user_id "
-        "FROM records")
+def scan(source: Scans, now: float, half_life_days: float) -> Scan:
+    """Every memory's strength now, beside what decides its fate (``source``: a store or a
+    sleep cycle's snapshot of it)."""
     numbers: list[np.ndarray] = [np.zeros((8, 0))]
     ids: list[str] = []
     users: list[str] = []
     # In parts, each turned into arrays at once: a hundred thousand row tuples alive
     # together would outlive the young GC generations and bring on a full collection,
     # which stops every thread (searches too) for hundreds of ms.
-    while rows := cur.fetchmany(_FETCH):
+    for rows in source.strength_rows(_FETCH):
         col = list(zip(*rows, strict=True))
         numbers.append(np.array(col[:8], dtype=np.float64))
         ids.extend(col[8])
@@ -89,10 +85,10 @@ def scan(conn: sqlite3.Connection, now: float, half_life_days: float) -> Scan:
     )
 
 
-def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
+def run(core: Core, reader: Scans, deadline: float, cycle: str,
         now: float | None = None) -> dict[str, Any]:
     """One forgetting pass. Returns counts for the cycle report."""
-    cfg = mem.config
+    cfg = core.config.lifecycle
     now = time.time() if now is None else now
     s = scan(reader, now, cfg.strength_half_life_days)
     report: dict[str, Any] = {"scanned": len(s.ids), "updated": 0, "demoted": 0,
@@ -103,12 +99,10 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
     # writes of a cycle that archives most of the store.
     changed = np.abs(s.strength - s.old_strength) > 0.005
     changed[gone] = False
-    for part in pacing.Pacer(mem.store).batches(np.nonzero(changed)[0], deadline):
-        with pacing.between_searches(mem), mem.store.transaction() as conn:
-            conn.execute("UPDATE records SET strength = j.value FROM json_each(?) j "
-                         "WHERE records.rowid = CAST(j.key AS INTEGER)",
-                         (json.dumps(dict(zip(s.rowid[part].tolist(), s.strength[part].tolist(),
-                                              strict=True))),))
+    for part in pacing.Pacer(core.store).batches(np.nonzero(changed)[0], deadline):
+        with pacing.between_searches(core):
+            core.store.set_strengths(dict(zip(s.rowid[part].tolist(), s.strength[part].tolist(),
+                                              strict=True)))
         report["updated"] += len(part)
     if changed.sum() > report["updated"]:
         report["stopped"] = "budget"
@@ -123,22 +117,22 @@ def run(mem: Memory, reader: sqlite3.Connection, deadline: float, cycle: str,
     floor = cfg.archive_threshold if removing else -1.0
     weak = np.nonzero((s.strength < cfg.forget_threshold) & (s.strength >= floor)
                       & ~s.lossy)[0].tolist()
-    report["demoted"] += _demote(mem, s, weak, deadline, cycle,
+    report["demoted"] += _demote(core, s, weak, deadline, cycle,
                                  lambda i: why(i, cfg.forget_threshold, "demote threshold"))
     if removing:
         report["archived" if cfg.forget_action == "archive" else "deleted"] += _remove(
-            mem, s, gone.tolist(), deadline, cycle,
+            core, s, gone.tolist(), deadline, cycle,
             lambda i: why(i, cfg.archive_threshold, f"{cfg.forget_action} threshold"))
     if cfg.budget_bytes_per_user is not None:
-        _enforce_budget(mem, s, deadline, cycle, report)
+        _enforce_budget(core, s, deadline, cycle, report)
     return report
 
 
-def _demote(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
+def _demote(core: Core, s: Scan, idx: list[int], deadline: float, cycle: str,
             reason: Any) -> int:
     done = 0
-    for part in pacing.Pacer(mem.store).batches(idx, deadline):
-        done += len(actions.demote(mem, [s.ids[i] for i in part],
+    for part in pacing.Pacer(core.store).batches(idx, deadline):
+        done += len(actions.demote(core, [s.ids[i] for i in part],
                                    {s.ids[i]: reason(i) for i in part}, cycle=cycle, undoable=True,
                                    reconstruct_text=False))
         s.lossy[part] = True
@@ -146,21 +140,19 @@ def _demote(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
     return done
 
 
-def _remove(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
+def _remove(core: Core, s: Scan, idx: list[int], deadline: float, cycle: str,
             reason: Any) -> int:
     done = 0
-    delete = mem.config.forget_action == "delete"
-    with actions.Unindexer(mem) as later:
-        for part in pacing.Pacer(mem.store).batches(idx, deadline):
+    delete = core.config.lifecycle.forget_action == "delete"
+    with actions.Unindexer(core) as later:
+        for part in pacing.Pacer(core.store).batches(idx, deadline):
             if delete:
-                with mem._lock:
-                    purge.delete(mem, [s.ids[i] for i in part], None, finish=False)
-                with mem.store.transaction() as conn:
-                    journal.log_many(conn, "forget", [(s.ids[i], s.users[i],
-                                                       reason(i) + "; deleted", None)
-                                                      for i in part], cycle)
+                with core.lock:
+                    purge.delete(core, [s.ids[i] for i in part], None, finish=False)
+                core.store.log_events("forget", [(s.ids[i], s.users[i], reason(i) + "; deleted",
+                                                  None) for i in part], cycle)
             else:
-                actions.archive(mem, [s.ids[i] for i in part],
+                actions.archive(core, [s.ids[i] for i in part],
                                 {s.ids[i]: reason(i) for i in part}, cycle=cycle,
                                 action="forget", unindex=later)
             s.nbytes[part] = 0
@@ -168,16 +160,16 @@ def _remove(mem: Memory, s: Scan, idx: list[int], deadline: float, cycle: str,
     return done
 
 
-def _enforce_budget(mem: Memory, s: Scan, deadline: float, cycle: str,
+def _enforce_budget(core: Core, s: Scan, deadline: float, cycle: str,
                     report: dict[str, Any]) -> None:
     """Fit each user in the budget: when the vectors alone exceed it, the least valuable
     memories leave first (dropping text could not be enough); then texts are dropped
     from the least valuable up."""
-    budget = mem.config.budget_bytes_per_user
+    budget = core.config.lifecycle.budget_bytes_per_user
     assert budget is not None
     users = np.asarray(s.users, dtype=object)
     priority = s.strength * (0.5 + s.importance)
-    removed = "archived" if mem.config.forget_action != "delete" else "deleted"
+    removed = "archived" if core.config.lifecycle.forget_action != "delete" else "deleted"
     for user in sorted(set(s.users)):
         mine = np.nonzero(users == user)[0]
         used = int(s.nbytes[mine].sum())
@@ -202,9 +194,9 @@ def _enforce_budget(mem: Memory, s: Scan, deadline: float, cycle: str,
             if not s.lossy[i]:
                 drop.append(i)
                 used -= int(s.nbytes[i] - s.vector_bytes[i])
-        report[removed] += _remove(mem, s, leave, deadline, cycle,
+        report[removed] += _remove(core, s, leave, deadline, cycle,
                                    lambda j, why=why: why + f"{priority[j]:.3f}")
-        report["demoted"] += _demote(mem, s, drop, deadline, cycle,
+        report["demoted"] += _demote(core, s, drop, deadline, cycle,
                                      lambda j, why=why: why + f"{priority[j]:.3f}")
         report.setdefault("budget", {})[user] = {"bytes": used, "budget": budget}
 

@@ -5,7 +5,7 @@ proportion to how recently it was returned, how often it was returned together
 with recently returned memories (co-access), and whether it sits next to one in
 its conversation (``next`` edges: the turn after an answer is often the next
 answer). The top ``preload_size`` are read through the store's connection, which
-puts their rows in SQLite's page cache, and kept in ``Memory.preloaded``.
+puts their rows in the store's page cache, and kept in ``Core.preloaded``.
 
 Honesty: each cycle scores the previous prediction against the searches made
 since (hit rate = share of returned memories that were predicted), next to what
@@ -20,24 +20,16 @@ from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from latentmem.memory import Memory
+    from latentmem.core import Core
 
 RECENT = 20  # searches that seed the prediction
 HISTORY = 2_000  # searches co-access is learned from
 KEEP = 20_000  # accesses rows kept by each cycle
 
 
-def _accesses(mem: Memory, user: str, limit: int, after: float = 0.0) -> list[tuple[float, list[int]]]:
-    with mem.store.lock:
-        rows = mem.store.conn.execute(
-            "SELECT at, rowids FROM accesses WHERE user_id = ? AND at > ? ORDER BY seq DESC LIMIT ?",
-            (user, after, limit)).fetchall()
-    return [(float(at), json.loads(ids)) for at, ids in rows]
-
-
-def predict(mem: Memory, user: str, size: int) -> tuple[list[int], list[int]]:
+def predict(core: Core, user: str, size: int) -> tuple[list[int], list[int]]:
     """(predicted rowids, recency-only baseline rowids), best first."""
-    history = _accesses(mem, user, HISTORY)
+    history = core.store.accesses(user, HISTORY)
     if not history:
         return [], []
     recent = history[:RECENT]
@@ -60,21 +52,21 @@ def predict(mem: Memory, user: str, size: int) -> tuple[list[int], list[int]]:
     for s, w in list(score.items()):
         for r, n in together[s].most_common(20):
             score[r] += 0.5 * w * min(1.0, n / 3)
-    for r, w in _next_neighbours(mem, list(seeds), score):
+    for r, w in _next_neighbours(core, list(seeds), score):
         score[r] += 0.3 * w
     ranked = [r for r, _ in sorted(score.items(), key=lambda x: (-x[1], x[0]))][:size]
     return ranked, baseline[:size]
 
 
-def _next_neighbours(mem: Memory, rowids: list[int],
+def _next_neighbours(core: Core, rowids: list[int],
                      score: defaultdict[int, float]) -> list[tuple[int, float]]:
     if not rowids:
         return []
-    rows = mem.store.get_rows_by_rowid(rowids)
+    rows = core.store.get_rows_by_rowid(rowids)
     by_id = {row.record.id: row.rowid for row in rows.values()}
-    pairs = mem.store.next_pairs_around(list(by_id), 1)
+    pairs = core.store.next_pairs_around(list(by_id), 1)
     ids = {x for pair in pairs for x in pair} - set(by_id)
-    rowid_of = {r.id: r.rowid for r in mem.store.light_rows("id", list(ids))}
+    rowid_of = {r.id: r.rowid for r in core.store.light_rows("id", list(ids))}
     out: list[tuple[int, float]] = []
     for a, b in pairs:
         for seed, other in ((a, b), (b, a)):
@@ -83,28 +75,28 @@ def _next_neighbours(mem: Memory, rowids: list[int],
     return out
 
 
-def run(mem: Memory, deadline: float) -> dict[str, Any]:
-    size = mem.config.preload_size
+def run(core: Core, deadline: float) -> dict[str, Any]:
+    size = core.config.lifecycle.preload_size
     report: dict[str, Any] = {"users": 0, "preloaded": 0}
     rates: list[tuple[int, int, int]] = []
-    for user, _ in mem.store.users():
+    for user, _ in core.store.users():
         if time.perf_counter() > deadline:
             report["stopped"] = "budget"
             break
-        prev = mem.store.get_meta(f"preload:{user}")
+        prev = core.store.get_meta(f"preload:{user}")
         if prev:
             state = json.loads(prev)
             predicted, base = set(state["rowids"]), set(state["baseline"])
-            returned = [r for _, ids in _accesses(mem, user, HISTORY, state["at"]) for r in ids]
+            returned = [r for _, ids in core.store.accesses(user, HISTORY, state["at"]) for r in ids]
             if returned:
                 rates.append((sum(r in predicted for r in returned),
                               sum(r in base for r in returned), len(returned)))
-        ranked, baseline = predict(mem, user, size)
+        ranked, baseline = predict(core, user, size)
         if not ranked:
             continue
-        mem.store.light_rows("rowid", ranked)  # the read is the warming
-        mem.preloaded[user] = set(ranked)
-        mem.store.set_meta(f"preload:{user}", json.dumps(
+        core.store.light_rows("rowid", ranked)  # the read is the warming
+        core.preloaded[user] = set(ranked)
+        core.store.set_meta(f"preload:{user}", json.dumps(
             {"at": time.time(), "rowids": ranked, "baseline": baseline}))
         report["users"] += 1
         report["preloaded"] += len(ranked)
@@ -113,7 +105,5 @@ def run(mem: Memory, deadline: float) -> dict[str, Any]:
         report["hit_rate"] = round(sum(h for h, _, _ in rates) / total, 4)
         report["recency_baseline_hit_rate"] = round(sum(b for _, b, _ in rates) / total, 4)
         report["returned_scored"] = total
-    with mem.store.transaction() as conn:
-        conn.execute("DELETE FROM accesses WHERE seq <= (SELECT max(seq) FROM accesses) - ?",
-                     (KEEP,))
+    core.store.trim_accesses(KEEP)
     return report

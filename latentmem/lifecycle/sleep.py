@@ -3,12 +3,13 @@
 ``run_cycle`` is one pass with a time budget (seconds); each phase checks the
 deadline between small steps and says where it stopped, and the next cycle
 carries on (consolidation keeps a watermark; forgetting recomputes). Heavy reads
-and all similarity search use a separate read-only connection and no lock; each
+and all similarity search use a snapshot of the store (``store.snapshot()``: for
+SQLite, a read-only connection of its own) and no lock; each
 write is a short transaction (hundreds of rows at most), so searches interleave
 with a cycle instead of waiting for it.
 
 A cycle is safe to kill at any point: each action is one transaction that also
-journals it, and the vector index is a cache rebuilt from SQLite when stale.
+journals it, and the vector index is a cache rebuilt from the store when stale.
 
 ``Sleeper`` runs cycles in a daemon thread every ``every`` seconds (the server and
 ``latentmem sleep --every``).
@@ -16,7 +17,6 @@ journals it, and the vector index is a cache rebuilt from SQLite when stale.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from latentmem.errors import InvalidInputError
 from latentmem.ids import new_id
-from latentmem.lifecycle import consolidate, forget, journal, optimise, preload
+from latentmem.lifecycle import consolidate, forget, optimise, preload
+from latentmem.store.base import Snapshot
 
 if TYPE_CHECKING:
-    from latentmem.memory import Memory
+    from latentmem.core import Core
 
 PHASES = ("consolidate", "forget", "preload", "optimise")
 
@@ -50,26 +51,18 @@ class SleepReport:
         return f"cycle {self.cycle} in {self.seconds:.2f}s: " + "; ".join(parts)
 
 
-def reader(mem: Memory) -> sqlite3.Connection:
-    """A read-only connection of its own: long scans take no lock of the store's."""
-    conn = sqlite3.connect(f"file:{mem.store.path}?mode=ro", uri=True, timeout=30.0,
-                           check_same_thread=False)
-    conn.execute("PRAGMA query_only=ON")
-    return conn
-
-
-def _phase(name: str, mem: Memory, conn: sqlite3.Connection, deadline: float, cycle: str,
+def _phase(name: str, core: Core, snapshot: Snapshot, deadline: float, cycle: str,
            now: float | None) -> dict[str, Any]:
     if name == "consolidate":
-        return consolidate.run(mem, conn, deadline, cycle) if mem.config.consolidate else {}
+        return consolidate.run(core, snapshot, deadline, cycle) if core.config.lifecycle.consolidate else {}
     if name == "forget":
-        return forget.run(mem, conn, deadline, cycle, now)
+        return forget.run(core, snapshot, deadline, cycle, now)
     if name == "preload":
-        return preload.run(mem, deadline)
-    return optimise.run(mem, conn, deadline)
+        return preload.run(core, deadline)
+    return optimise.run(core, snapshot, deadline)
 
 
-def run_cycle(mem: Memory, budget: float | None = None,
+def run_cycle(core: Core, budget: float | None = None,
               phases: tuple[str, ...] = PHASES, now: float | None = None) -> SleepReport:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
                                or budget <= 0):
@@ -79,30 +72,34 @@ def run_cycle(mem: Memory, budget: float | None = None,
         raise InvalidInputError(f"unknown sleep phases {unknown}; expected some of {list(PHASES)}")
     # One cycle at a time per Memory (a server's thread, a request). Its commits are not
     # fsynced: a cycle that a power loss undoes is redone by the next (store.unsynced).
-    with mem.cycle_lock, mem.store.unsynced():
-        return _run_cycle(mem, budget, phases, now)
+    # Across processes, the store's guard (PostgreSQL: an advisory lock): a cycle that finds
+    # another under way elsewhere leaves the work to it.
+    with core.cycle_lock, core.store.cycle_guard() as mine, core.store.unsynced():
+        if not mine:
+            return SleepReport(cycle="", seconds=0.0,
+                               phases={"skipped": {"reason": "another process runs a cycle"}})
+        return _run_cycle(core, budget, phases, now)
 
 
-def _run_cycle(mem: Memory, budget: float | None, phases: tuple[str, ...],
+def _run_cycle(core: Core, budget: float | None, phases: tuple[str, ...],
                now: float | None) -> SleepReport:
-    mem.settle()  # the access counts of searches so far count in this cycle
+    core.settle()  # the access counts of searches so far count in this cycle
     t0 = time.perf_counter()
     deadline = t0 + (budget if budget is not None else float("inf"))
     cycle = "c-" + new_id()
     report = SleepReport(cycle=cycle, seconds=0.0)
-    conn = reader(mem)
+    snapshot = core.store.snapshot()
     try:
         for name in (p for p in PHASES if p in phases):
             t = time.perf_counter()
-            rep = _phase(name, mem, conn, deadline, cycle, now)
+            rep = _phase(name, core, snapshot, deadline, cycle, now)
             rep["ms"] = round((time.perf_counter() - t) * 1e3, 1)
             report.phases[name] = rep
-            conn.rollback()  # end the read snapshot: the next phase sees this one's writes
+            snapshot.refresh()  # the next phase sees this one's writes
     finally:
-        conn.close()
+        snapshot.close()
     report.seconds = round(time.perf_counter() - t0, 3)
-    with mem.store.transaction() as wconn:
-        journal.log(wconn, "sleep", None, None, report.summary(), cycle=cycle)
+    core.store.log_event("sleep", None, None, report.summary(), cycle=cycle)
     return report
 
 
@@ -114,10 +111,10 @@ SLEEPER_KEEPS = 100
 class Sleeper:
     """Background sleep cycles every ``every`` seconds until ``stop()``."""
 
-    def __init__(self, mem: Memory, every: float, budget: float | None = None) -> None:
+    def __init__(self, core: Core, every: float, budget: float | None = None) -> None:
         if every <= 0:
             raise InvalidInputError(f"every must be positive seconds, found {every!r}")
-        self.mem, self.every, self.budget = mem, every, budget
+        self.core, self.every, self.budget = core, every, budget
         self.reports: deque[SleepReport] = deque(maxlen=SLEEPER_KEEPS)
         self.errors: deque[str] = deque(maxlen=SLEEPER_KEEPS)
         self.cycles = self.failures = 0
@@ -131,7 +128,7 @@ class Sleeper:
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                self.reports.append(run_cycle(self.mem, self.budget))
+                self.reports.append(run_cycle(self.core, self.budget))
                 self.cycles += 1
             except Exception as exc:  # noqa: BLE001 - a failed cycle must not kill the thread
                 self.errors.append(f"{exc.__class__.__name__}: {exc}")

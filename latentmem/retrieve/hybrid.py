@@ -47,13 +47,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from latentmem.config import Config
+from latentmem.config import RetrievalConfig
 from latentmem.graph import entities
 from latentmem.graph.diffusion import chains, neighbourhood, spread
 from latentmem.retrieve.scoring import rrf
 from latentmem.retrieve.timequery import TimeWindow, mentioned_window
-from latentmem.store.sqlite import LightRow, Scope, SQLiteStore
-from latentmem.store.vector_index import FaissIndex
+from latentmem.store.base import LightRow, Scope, Store
+from latentmem.store.vector_index import VectorIndex
 from latentmem.types import from_ts
 
 # A time window holding more memories than this is too wide to search on its own.
@@ -122,12 +122,12 @@ def dense_text(query: str, named: list[str]) -> str:
 
 
 def retrieve(
-    store: SQLiteStore,
-    index: FaissIndex,
+    store: Store,
+    index: VectorIndex,
     scope: Scope,
     query: str,
     qvec: np.ndarray,
-    config: Config,
+    config: RetrievalConfig,
     n: int,
     window: TimeWindow | None = None,
     sparse_future: Future[list[tuple[int, float]]] | None = None,
@@ -209,8 +209,8 @@ def retrieve(
     return cands
 
 
-def _in_window(store: SQLiteStore, window: TimeWindow, cands: list[Candidate],
-               config: Config) -> None:
+def _in_window(store: Store, window: TimeWindow, cands: list[Candidate],
+               config: RetrievalConfig) -> None:
     """``time_boost`` for every candidate whose time, or (``time_mentions``) the time its
     text mentions, falls in the query's window (see retrieve/timequery.py)."""
     outside = []
@@ -237,7 +237,7 @@ def _in_window(store: SQLiteStore, window: TimeWindow, cands: list[Candidate],
 
 
 def _joined(rows: list[LightRow], qvec: np.ndarray, cos: np.ndarray,
-            config: Config) -> list[Candidate]:
+            config: RetrievalConfig) -> list[Candidate]:
     """Memories that join after fusion (neighbours, entity mentions): their cosine goes
     through the same min-max normalisation as the first-stage candidates' (``cos``), and
     they have no BM25 share by construction."""
@@ -252,12 +252,12 @@ def _joined(rows: list[LightRow], qvec: np.ndarray, cos: np.ndarray,
 
 
 def _diffuse(
-    store: SQLiteStore,
+    store: Store,
     scope: Scope,
     qvec: np.ndarray,
     cands: list[Candidate],
     cos: np.ndarray,
-    config: Config,
+    config: RetrievalConfig,
 ) -> list[Candidate]:
     """Pull in ``next``-neighbours of the best candidates and spread activation to them."""
     hops = config.diffusion_hops
@@ -285,13 +285,13 @@ def _diffuse(
 
 
 def _entity_hop(
-    store: SQLiteStore,
+    store: Store,
     scope: Scope,
     query: str,
     qvec: np.ndarray,
     cands: list[Candidate],
     cos: np.ndarray,
-    config: Config,
+    config: RetrievalConfig,
 ) -> list[Candidate]:
     """Second hop: the memories that mention the names the best first-hop memories name
     (the ``entity_mentions`` table), weighted by their own similarity to the query.

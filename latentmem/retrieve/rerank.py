@@ -36,9 +36,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from latentmem.config import Config
+from latentmem.config import RetrievalConfig
 from latentmem.retrieve.hybrid import Candidate
-from latentmem.store.sqlite import Scope, SQLiteStore
+from latentmem.store.base import Scope, Store
 
 
 def session_scores(sessions: Sequence[str | None], relevance: Sequence[float]) -> list[float]:
@@ -55,7 +55,7 @@ def session_scores(sessions: Sequence[str | None], relevance: Sequence[float]) -
 
 
 def session_scale(
-    store: SQLiteStore, scope: Scope, qvec: np.ndarray, cands: list[Candidate], config: Config,
+    store: Store, scope: Scope, qvec: np.ndarray, cands: list[Candidate], config: RetrievalConfig,
     topic_scores: dict[str, float] | None = None,
 ) -> None:
     """Add the session- and topic-level evidence to each candidate's relevance, in place,

@@ -1,7 +1,7 @@
 """The topic level: a user's sessions roll up into topics.
 
 Scales. A turn is a memory; a session is the mean of its turns' vectors (computed when
-needed, ``SQLiteStore.session_centroids``); a topic is a k-means cluster of a user's
+needed, ``store.session_centroids``); a topic is a k-means cluster of a user's
 session vectors, with ``k = ceil(sqrt(sessions))``, its own unit centroid, and the few
 memories nearest that centroid as its extracted key sentences. No LLM: a topic is named
 by what it holds, not summarised.
@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import faiss
 import numpy as np
 
-from latentmem.store.sqlite import Scope, SQLiteStore
+from latentmem.store.base import ModelState, Records, Scans, Scope, Store
 
 MODEL_PREFIX = "topics/"
 VERSION = 2
@@ -83,40 +82,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-_SIGNATURE = ("SELECT count(*), coalesce(max(rowid), 0), coalesce(max(updated_at), 0) "
-              "FROM records WHERE user_id = ? AND session_id IS NOT NULL")
-
-
-def signature(store: SQLiteStore, user_id: str,
-              reader: sqlite3.Connection | None = None) -> list[float]:
+def signature(source: Scans, user_id: str) -> list[float]:
     """How many session memories the user has, the newest rowid, the latest update: when
     it differs from a build's, the user's topics are stale (a change elsewhere in the
-    store does not make them so)."""
-    if reader is not None:
-        row = reader.execute(_SIGNATURE, (user_id,)).fetchone()
-    else:
-        with store.lock:
-            row = store.conn.execute(_SIGNATURE, (user_id,)).fetchone()
-    return [float(v) for v in row]
+    store does not make them so). ``source``: the store, or a snapshot of it."""
+    return source.session_signature(user_id)
 
 
-def build(store: SQLiteStore, user_id: str,
-          reader: sqlite3.Connection | None = None) -> Topics | None:
+def build(store: Scans, user_id: str, reader: Scans | None = None) -> Topics | None:
     """Cluster the user's sessions; None when the user has no session. ``reader``: a
-    connection of the caller's (a sleep cycle's read-only one), so the scan of the user's
-    vectors holds no lock a search needs."""
-    mark = signature(store, user_id, reader)
-    sql = ("SELECT id, session_id, vector FROM records WHERE user_id = ? AND session_id "
-           "IS NOT NULL ORDER BY session_id, rowid")
-    if reader is not None:
-        rows = reader.execute(sql, (user_id,)).fetchall()
-    else:
-        with store.lock:
-            rows = store.conn.execute(sql, (user_id,)).fetchall()
-    if not rows:
+    snapshot of the store (a sleep cycle's), so the scan of the user's vectors holds no
+    lock a search needs."""
+    source = reader if reader is not None else store
+    mark = signature(source, user_id)
+    ids, sids, vectors = source.session_vectors(user_id)
+    if not ids:
         return None
-    vectors = np.asarray(store.codec.decode_many([r[2] for r in rows]), dtype=np.float32)
-    sids = [str(r[1]) for r in rows]
     # Rows come ordered by session: each session is one contiguous run of rows.
     starts = [0] + [i for i in range(1, len(sids)) if sids[i] != sids[i - 1]]
     names = [sids[i] for i in starts]
@@ -142,18 +123,17 @@ def build(store: SQLiteStore, user_id: str,
     for t in range(len(used)):
         rows_t = np.nonzero(topic_of_row == t)[0]
         sims = vectors[rows_t] @ centroids[t]
-        keys.append([str(rows[int(rows_t[i])][0]) for i in np.argsort(-sims)[:KEY_MEMORIES]])
+        keys.append([ids[int(rows_t[i])] for i in np.argsort(-sims)[:KEY_MEMORIES]])
     return Topics(user_id, mark, {s: int(labels[i]) for i, s in enumerate(names)},
                   centroids, keys)
 
 
-def load(store: SQLiteStore, user_id: str) -> Topics | None:
+def load(store: ModelState, user_id: str) -> Topics | None:
     text = store.load_model(MODEL_PREFIX + user_id)
     return Topics.from_json(text) if text else None
 
 
-def refresh(store: SQLiteStore, user_id: str,
-            reader: sqlite3.Connection | None = None) -> Topics | None:
+def refresh(store: Store, user_id: str, reader: Scans | None = None) -> Topics | None:
     """Build and keep the user's topics (a sleep cycle, or ``Memory.topics``)."""
     topics = build(store, user_id, reader)
     if topics is not None:
@@ -161,7 +141,7 @@ def refresh(store: SQLiteStore, user_id: str,
     return topics
 
 
-def scores(topics: Topics, store: SQLiteStore, scope: Scope, sessions: list[str],
+def scores(topics: Topics, store: Records, scope: Scope, sessions: list[str],
            qvec: np.ndarray) -> dict[str, float]:
     """Min-max normalised similarity of the query to each session's topic."""
     unknown = [s for s in sessions if s not in topics.sessions]
@@ -177,7 +157,7 @@ def scores(topics: Topics, store: SQLiteStore, scope: Scope, sessions: list[str]
     return {s: (float(sims[t]) - lo) / (hi - lo) for s, t in assigned.items()}
 
 
-def describe(topics: Topics, store: SQLiteStore) -> list[dict[str, Any]]:
+def describe(topics: Topics, store: Records) -> list[dict[str, Any]]:
     """Each topic with its sessions and key memories (id and text), for ``Memory.topics``."""
     ids = [i for keys in topics.keys for i in keys]
     found = {r.record.id: r.record for r in store.get_rows_by_id(ids)}

@@ -11,14 +11,12 @@ WAL lets their readers run beside our writer.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +25,12 @@ import numpy as np
 from latentmem.config import DURABILITY
 from latentmem.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from latentmem.inputs import index_text_for
+from latentmem.store.base import LightRow, Scope, StoredRow
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
+from latentmem.store.embed_cache import EmbeddingCache
+from latentmem.store.lexicon import affordable, query_words
 from latentmem.store.migrate import migrate
+from latentmem.store.sqlite_lifecycle import LifecycleSQL
 from latentmem.types import Edge, Record, from_ts, to_ts
 
 _COLUMNS = (
@@ -45,86 +47,31 @@ _INDEX_TEXT = ("coalesce(index_text, CASE WHEN speaker IS NOT NULL AND speaker <
 _READ = _COLUMNS.replace("index_text", _INDEX_TEXT, 1)
 _SELECT = "SELECT rowid, " + _READ.replace(", vector", "") + " FROM records"
 _SELECT_V = "SELECT rowid, " + _READ + " FROM records"
-_FTS_TERM = re.compile(r"\w+", re.UNICODE)
 # How many postings one BM25 query may score (see SQLiteStore._affordable_terms).
 BM25_POSTINGS = 5_000
 
 
-@dataclass
-class Scope:
-    user_id: str
-    agent_id: str | None = None
-    session_id: str | None = None
-    # ``as_of``: only memories whose event time is at or before this (Unix seconds).
-    until: float | None = None
-
-    def where(self, alias: str = "") -> tuple[str, list[Any]]:
-        p = f"{alias}." if alias else ""
-        clauses = [f"{p}user_id = ?"]
-        params: list[Any] = [self.user_id]
-        if self.agent_id is not None:
-            clauses.append(f"{p}agent_id = ?")
-            params.append(self.agent_id)
-        if self.session_id is not None:
-            clauses.append(f"{p}session_id = ?")
-            params.append(self.session_id)
-        if self.until is not None:  # what was said by then, and not yet superseded then
-            clauses.append(f"{p}event_time <= ? AND ({p}valid_to IS NULL OR {p}valid_to > ?)")
-            params += [self.until, self.until]
-        return " AND ".join(clauses), params
-
-    def contains(self, record: Record | LightRow) -> bool:
-        return (
-            record.user_id == self.user_id
-            and (self.agent_id is None or record.agent_id == self.agent_id)
-            and (self.session_id is None or record.session_id == self.session_id)
-            and (self.until is None or (_at_or_before(record.event_time, self.until)
-                                        and not _at_or_before(record.valid_to, self.until)))
-        )
-
-    @property
-    def narrowed(self) -> bool:
-        return self.agent_id is not None or self.session_id is not None or self.until is not None
-
-
-def _at_or_before(when: datetime | float | None, until: float) -> bool:
-    if when is None:
-        return False
-    return (when.timestamp() if isinstance(when, datetime) else when) <= until
-
-
-@dataclass(slots=True)
-class LightRow:
-    """What retrieval needs to score a candidate; full records are read for the top k only."""
-
-    rowid: int
-    id: str
-    user_id: str
-    agent_id: str | None
-    session_id: str | None
-    speaker: str | None
-    event_time: float | None
-    importance: float
-    access_count: int
-    vector: np.ndarray
-    valid_to: float | None = None  # set when a newer memory superseded this one
-    text_chars: int | None = None  # None when no text is kept (lossy)
-    asks: bool = False  # the text contains a question mark
+def _where(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
+    """The SQL condition (and its parameters) that keeps a query inside ``scope``."""
+    p = f"{alias}." if alias else ""
+    clauses = [f"{p}user_id = ?"]
+    params: list[Any] = [scope.user_id]
+    if scope.agent_id is not None:
+        clauses.append(f"{p}agent_id = ?")
+        params.append(scope.agent_id)
+    if scope.session_id is not None:
+        clauses.append(f"{p}session_id = ?")
+        params.append(scope.session_id)
+    if scope.until is not None:  # what was said by then, and not yet superseded then
+        clauses.append(f"{p}event_time <= ? AND ({p}valid_to IS NULL OR {p}valid_to > ?)")
+        params += [scope.until, scope.until]
+    return " AND ".join(clauses), params
 
 
 _LIGHT = (
     "SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time, importance, "
     "access_count, vector, valid_to, length(text), instr(text, '?') > 0 FROM records"
 )
-
-
-@dataclass
-class StoredRow:
-    """A record as the store keeps it: the public Record plus store-internal fields."""
-
-    record: Record
-    rowid: int
-    index_text: str
 
 
 def _plain(text: str | None) -> str:
@@ -144,7 +91,7 @@ def _unless_derived(value: str | None, derived: str) -> str | None:
 _TEXT_EVENTS = frozenset({"ADD", "IMPORT", "MERGE", "RESTORE", "UPDATE"})
 
 
-class SQLiteStore:
+class SQLiteStore(LifecycleSQL):
     def __init__(self, path: str | Path, durability: str = "full") -> None:
         """``durability``: "full" (fsync at every commit: an acknowledged write survives power
         loss) or "normal" (WAL without that fsync: it survives the process dying only)."""
@@ -225,7 +172,7 @@ class SQLiteStore:
         """Commits this thread makes inside are not fsynced (synchronous=NORMAL), whatever
         the store's durability: for work that is simply done again if a power loss takes
         it (a sleep cycle: an interrupted cycle is safe, lifecycle/sleep.py) or that nobody
-        was told had landed (a search's access counts: Memory.in_background). Other threads'
+        was told had landed (a search's access counts: Core.in_background). Other threads'
         writes keep their durability, and the next synced commit carries these to disk too,
         since the WAL is written in order. With "full", a cycle's longest transaction at
         100k memories held the lock 45 ms against 37 without the fsync."""
@@ -247,14 +194,21 @@ class SQLiteStore:
         with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def vector_epoch(self) -> int:
         return int(self.get_meta("vector_epoch") or 0)
 
-    def bump_epoch(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
-            "WHERE key = 'vector_epoch'"
-        )
+    def bump_epoch(self) -> None:
+        """A new vector epoch: every process's vector index is stale (inside the caller's
+        transaction when there is one)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) "
+                "WHERE key = 'vector_epoch'"
+            )
 
     def bind_embedder(self, name: str, dim: int) -> None:
         """Record the embedder on first use; refuse a different one afterwards."""
@@ -328,7 +282,7 @@ class SQLiteStore:
                 conn.executemany("UPDATE records SET vector = ? WHERE rowid = ?",
                                  zip(fresh.encode(vectors, "pq"), (r[0] for r in rows),
                                      strict=True))
-                self.bump_epoch(conn)
+                self.bump_epoch()
         assert book is not None
         codec.load_codebook(book)
         # The re-encoded rows shrank in place and left their pages part empty (LoCoMo
@@ -358,7 +312,7 @@ class SQLiteStore:
                              zip(fresh.encode(vectors), (r[0] for r in rows), strict=True))
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('vector_tier', ?)",
                          (tier,))
-            self.bump_epoch(conn)
+            self.bump_epoch()
         self._codec = fresh
         return len(rows)
 
@@ -398,7 +352,7 @@ class SQLiteStore:
                 )
             self._insert_edges(conn, edges)
             if rows:
-                self.bump_epoch(conn)
+                self.bump_epoch()
         self._maybe_train()
         return rowids
 
@@ -448,7 +402,7 @@ class SQLiteStore:
 
     def mentioning(self, scope: Scope, entity: str, limit: int) -> list[int]:
         """Rowids of the scope's memories that mention ``entity``, newest first."""
-        clause, params = scope.where("r")
+        clause, params = _where(scope, "r")
         with self.lock:
             rows = self.conn.execute(
                 "SELECT m.rowid_ FROM entity_mentions m JOIN records r ON r.rowid = m.rowid_ "
@@ -512,7 +466,7 @@ class SQLiteStore:
                 conn.execute("DELETE FROM edges WHERE dst = ? AND type = 'entity'", (record_id,))
                 self._mention(conn, replace(old.record, text=changes["text"]), old.rowid)
             if vector is not None:
-                self.bump_epoch(conn)
+                self.bump_epoch()
             conn.execute(
                 "INSERT INTO history(record_id, event, old_text, new_text, at, detail) "
                 "VALUES (?, 'UPDATE', ?, ?, ?, ?)",
@@ -534,7 +488,7 @@ class SQLiteStore:
             for row in rows:
                 rid = row.record.id
                 conn.execute("DELETE FROM records WHERE rowid = ?", (row.rowid,))
-                self.drop_text(conn, row.rowid)
+                self._unindex_texts([row.rowid])
                 conn.execute("DELETE FROM edges WHERE src = ? OR dst = ?", (rid, rid))
                 conn.execute(
                     "UPDATE history SET old_text = NULL, new_text = NULL WHERE record_id = ?",
@@ -544,7 +498,7 @@ class SQLiteStore:
                     "INSERT INTO history(record_id, event, at) VALUES (?, 'DELETE', ?)", (rid, now)
                 )
             if rows:
-                self.bump_epoch(conn)
+                self.bump_epoch()
         return rows
 
     def touch(self, rowids: Sequence[int], when: float | None = None,
@@ -564,48 +518,58 @@ class SQLiteStore:
                 conn.execute("INSERT INTO accesses(at, user_id, rowids) VALUES (?, ?, ?)",
                              (when, user_id, json.dumps([int(r) for r in rowids])))
 
-    def drop_text(self, conn: sqlite3.Connection, rowid: int) -> None:
-        """Remove a memory's words from every text index (full text, entity mentions),
-        inside the caller's transaction. The records row itself is the caller's. Marks
-        the full-text index for a purging merge (see ``purge_fts``)."""
-        self.drop_texts(conn, [rowid])
-
-    def drop_texts(self, conn: sqlite3.Connection, rowids: Sequence[int],
-                   purge: bool = True) -> None:
-        """``drop_text`` for many memories: one statement per index, whatever their number.
-        ``purge=False``: their words need no purging merge (an archived memory keeps its
-        text in the archive anyway)."""
+    def _unindex_texts(self, rowids: Sequence[int], purge: bool = True) -> None:
+        """Remove memories' words from every text index (full text, entity mentions), one
+        statement per index whatever their number, inside the caller's transaction; the
+        records rows are the caller's. ``purge``: mark the full-text index for a purging
+        merge (see ``purge_fts``); an archived memory needs none, as the archive keeps its
+        text anyway."""
         if not rowids:
             return
         marks = json.dumps([int(r) for r in rowids])
-        # The index reads records (006): a row it no longer holds must not be deleted again.
-        conn.execute(
-            "INSERT INTO records_fts(records_fts, rowid, index_text) SELECT 'delete', x.rowid, "
-            "x.index_text FROM records_indexed x WHERE x.rowid IN (SELECT value FROM json_each(?)) "
-            "AND EXISTS (SELECT 1 FROM records_fts_docsize d WHERE d.id = x.rowid)", (marks,))
-        conn.execute("DELETE FROM entity_mentions WHERE rowid_ IN (SELECT value FROM json_each(?))",
-                     (marks,))
-        if purge:
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fts_dirty', '1')")
+        with self.transaction() as conn:
+            # The index reads records (006): a row it no longer holds must not be deleted again.
+            conn.execute(
+                "INSERT INTO records_fts(records_fts, rowid, index_text) SELECT 'delete', "
+                "x.rowid, x.index_text FROM records_indexed x WHERE x.rowid IN "
+                "(SELECT value FROM json_each(?)) "
+                "AND EXISTS (SELECT 1 FROM records_fts_docsize d WHERE d.id = x.rowid)", (marks,))
+            conn.execute("DELETE FROM entity_mentions WHERE rowid_ IN "
+                         "(SELECT value FROM json_each(?))", (marks,))
+            if purge:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('fts_dirty', '1')")
 
-    def restore_text(self, conn: sqlite3.Connection, record: Record, rowid: int,
-                     index_text: str) -> None:
+    def drop_texts(self, summaries: dict[int, str], at: float) -> None:
+        """Make memories lossy (see ``base.Records.drop_texts``)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE records SET text = NULL, index_text = '', title = '', summary = j.value, "
+                "updated_at = ? FROM json_each(?) j WHERE records.rowid = CAST(j.key AS INTEGER)",
+                (at, json.dumps({str(rowid): text for rowid, text in summaries.items()})))
+            self._unindex_texts(list(summaries))
+
+    def restore_text(self, record: Record, rowid: int, index_text: str) -> None:
         """Give a lossy memory its text (``record.text``, title, summary) back, indexed."""
         text = record.text or ""
-        conn.execute(
-            "UPDATE records SET text = ?, index_text = ?, title = ?, summary = ?, updated_at = ? "
-            "WHERE rowid = ?",
-            (record.text, _unless_derived(index_text, index_text_for(text, record.speaker)),
-             record.title, _unless_derived(record.summary, _plain(text)), time.time(), rowid))
-        self.reindex_text(conn, record, rowid)
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE records SET text = ?, index_text = ?, title = ?, summary = ?, "
+                "updated_at = ? WHERE rowid = ?",
+                (record.text, _unless_derived(index_text, index_text_for(text, record.speaker)),
+                 record.title, _unless_derived(record.summary, _plain(text)), time.time(), rowid))
+            self._unindex_texts([rowid])
+            # The index must hold exactly what it reads back from records (external content).
+            conn.execute("INSERT INTO records_fts(rowid, index_text) SELECT rowid, index_text "
+                         "FROM records_indexed WHERE rowid = ?", (rowid,))
+            self._mention(conn, record, rowid)
 
-    def reindex_text(self, conn: sqlite3.Connection, record: Record, rowid: int) -> None:
-        """Index a memory's words again (the inverse of ``drop_text``)."""
-        self.drop_text(conn, rowid)
-        # The index must hold exactly what it reads back from records (external content).
-        conn.execute("INSERT INTO records_fts(rowid, index_text) SELECT rowid, index_text "
-                     "FROM records_indexed WHERE rowid = ?", (rowid,))
-        self._mention(conn, record, rowid)
+    def rebuild_text_index(self) -> None:
+        """Build the full-text index again from the records (after a crash left them apart)."""
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
+
+    def embedding_cache(self) -> EmbeddingCache:
+        return EmbeddingCache(self.conn, self.lock)
 
     def decode_vectors(self, blobs: Sequence[bytes]) -> np.ndarray:
         """Stored vector blobs (of any tier) -> an (n, dim) float32 matrix."""
@@ -762,7 +726,7 @@ class SQLiteStore:
         params: list[Any] = []
         where = ""
         if scope is not None:
-            clause, params = scope.where()
+            clause, params = _where(scope)
             where = f" WHERE {clause}"
         order_by = {"rowid": "rowid", "time": "event_time, rowid"}[order]
         sql = f"{base}{where} ORDER BY {order_by}"
@@ -776,7 +740,7 @@ class SQLiteStore:
         where = ""
         params: list[Any] = []
         if scope is not None:
-            clause, params = scope.where()
+            clause, params = _where(scope)
             where = f" WHERE {clause}"
         with self.lock:
             row = self.conn.execute(f"SELECT count(*) FROM records{where}", params).fetchone()
@@ -784,7 +748,7 @@ class SQLiteStore:
 
     def rowids_in_scope(self, scope: Scope, with_text: bool = False) -> np.ndarray:
         """Rowids of the scope's memories (``with_text``: only those that still hold text)."""
-        clause, params = scope.where()
+        clause, params = _where(scope)
         if with_text:
             clause += " AND text IS NOT NULL"
         with self.lock:
@@ -813,16 +777,13 @@ class SQLiteStore:
 
     def bm25(self, query: str, scope: Scope, limit: int) -> list[tuple[int, float]]:
         """BM25 over the scope. Returns (rowid, score) with higher = better."""
-        terms = [t.lower() for t in _FTS_TERM.findall(query)]
-        terms = list(dict.fromkeys(t for t in terms if t not in FTS_STOPWORDS)) or list(
-            dict.fromkeys(t.lower() for t in _FTS_TERM.findall(query))
-        )
+        terms = query_words(query)
         if not terms:
             return []
         if len(terms) > 2 and self._rows() > BM25_POSTINGS:  # else every word is affordable
             terms = self._affordable_terms(terms)
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        clause, params = scope.where("r")
+        clause, params = _where(scope, "r")
         sql = (
             "SELECT f.rowid, bm25(records_fts) AS s FROM records_fts f "
             "JOIN record_scope r ON r.rowid = f.rowid "
@@ -836,7 +797,7 @@ class SQLiteStore:
         """Unit-normalised mean vector of each session's memories in the scope."""
         if not sessions:
             return {}
-        clause, params = scope.where()
+        clause, params = _where(scope)
         marks = ",".join("?" * len(sessions))
         with self.lock:
             rows = self.conn.execute(
@@ -868,7 +829,7 @@ class SQLiteStore:
         return {int(r): float(t) for r, t in self._column("event_time", rowids)}
 
     def latest_event_time(self, scope: Scope) -> float | None:
-        clause, params = scope.where()
+        clause, params = _where(scope)
         with self.lock:
             row = self.conn.execute(f"SELECT max(event_time) FROM records WHERE {clause}",
                                     params).fetchone()
@@ -876,7 +837,7 @@ class SQLiteStore:
 
     def rowids_in_window(self, scope: Scope, start: float, end: float, limit: int) -> np.ndarray:
         """Rowids of the scope's memories with start <= event time < end (at most ``limit``)."""
-        clause, params = scope.where()
+        clause, params = _where(scope)
         sql = (f"SELECT rowid FROM records WHERE {clause} AND event_time >= ? AND event_time < ? "
                "LIMIT ?")
         with self.lock:
@@ -891,15 +852,9 @@ class SQLiteStore:
         return self._row_count[1]
 
     def _affordable_terms(self, words: list[str]) -> list[str]:
-        """The query words whose postings fit in ``BM25_POSTINGS``, rarest first.
-
-        FTS5 scores every row that matches any word of an OR query, so one common word
-        ("like", "think") makes a 100k-memory search scan tens of thousands of rows. The
-        rarest words carry nearly all of BM25's weight (idf), so words are taken in
-        order of document frequency until their postings would exceed the budget; the two
-        rarest are always kept. Below the budget (stores of a few thousand memories) nothing
-        changes. Frequencies come from FTS5's own vocabulary, after its own stemming.
-        """
+        """The query words whose postings fit in ``BM25_POSTINGS`` (``lexicon.affordable``).
+        Below the budget (stores of a few thousand memories) nothing changes. Frequencies
+        come from FTS5's own vocabulary, after its own stemming."""
         with self.lock:
             conn = self.conn
             conn.executemany("INSERT INTO temp.query_fts(rowid, t) VALUES (?, ?)",
@@ -913,16 +868,8 @@ class SQLiteStore:
                 row = conn.execute("SELECT doc FROM temp.records_vocab WHERE term = ?",
                                    (stem,)).fetchone()
                 df[stem] = int(row[0]) if row else 0
-        ranked = sorted(range(len(words)), key=lambda i: (df.get(stems.get(i, ""), 0), i))
-        kept: list[int] = []
-        total = 0
-        for i in ranked:
-            cost = df.get(stems.get(i, ""), 0)
-            if len(kept) >= 2 and total + cost > BM25_POSTINGS:
-                break
-            kept.append(i)
-            total += cost
-        return [words[i] for i in sorted(kept)]
+        return affordable(words, [df.get(stems.get(i, ""), 0) for i in range(len(words))],
+                          BM25_POSTINGS)
 
     def speakers(self, scope: Scope) -> list[str]:
         """The scope's distinct speakers. DISTINCT walks the whole (user, speaker) index,
@@ -933,7 +880,7 @@ class SQLiteStore:
             cached = self._speakers.get(key)
             if cached is not None and cached[0] == epoch:
                 return list(cached[1])
-            clause, params = scope.where()
+            clause, params = _where(scope)
             rows = self.conn.execute(
                 f"SELECT DISTINCT speaker FROM records WHERE {clause} AND speaker IS NOT NULL",
                 params,
@@ -945,7 +892,7 @@ class SQLiteStore:
         return list(found)
 
     def last_in_session(self, scope: Scope) -> str | None:
-        clause, params = scope.where()
+        clause, params = _where(scope)
         with self.lock:
             row = self.conn.execute(
                 f"SELECT id FROM records WHERE {clause} AND level = 'turn' "
@@ -1087,15 +1034,3 @@ class SQLiteStore:
         with self.lock:
             row = self.conn.execute("SELECT state FROM models WHERE name = ?", (name,)).fetchone()
         return None if row is None else str(row[0])
-
-
-# Words that carry no retrieval signal in a question; removed from BM25 queries only.
-FTS_STOPWORDS = frozenset(
-    """a about after again all am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers herself him himself his how i if in into is it its itself
-    just me more most my myself no nor not now of off on once only or other our ours ourselves
-    out over own same she should so some such than that the their theirs them themselves then
-    there these they this those through to too under until up very was we were what when where
-    which while who whom why will with would you your yours yourself yourselves""".split()
-)

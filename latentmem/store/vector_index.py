@@ -51,7 +51,20 @@ from latentmem.store.codec import VectorCodec, pq_decode
 
 
 class VectorIndex(Protocol):
+    """A derived, rebuildable index of a store's vectors, partitioned by user and keyed by
+    the store's rowids. ``epoch`` is the store's vector epoch it was built or last brought
+    up to; ``stale`` says it must be built again (a PQ codebook trained since);
+    ``persistent`` says it is worth saving to a file beside the store."""
+
     epoch: int
+
+    @property
+    def stale(self) -> bool: ...
+
+    @property
+    def persistent(self) -> bool: ...
+
+    def save(self, path: Path) -> None: ...
 
     def add(self, user_id: str, rowids: np.ndarray, vectors: np.ndarray) -> None: ...
 

@@ -1,0 +1,283 @@
+"""The engine's shared state for one store: what ``retrieve/``, ``lifecycle/`` and the
+write path receive instead of the ``Memory`` facade.
+
+A ``Core`` holds the store (the role protocols of ``store/base.py``), the vector index
+(a derived cache, ``VectorIndex``), the embedder, the settings, and the two locks:
+``lock`` orders index changes and the reads a search makes; ``cycle_lock`` lets one sleep
+cycle run at a time. Everything here is public on purpose: these are the parts the
+modules are allowed to use, so none of them reaches into the facade.
+
+Rejected: passing ``Memory`` itself (what lifecycle did until December 2026). The
+modules then reached for the facade's private members (its lock, its index sync, its
+embedding cache), and ``optimise`` reassigned the facade's index: every change of the
+facade risked breaking a background cycle.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentmem.config import Config
+from latentmem.encode.base import Embedder, get_embedder
+from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
+from latentmem.errors import InvalidInputError, NotFoundError
+from latentmem.graph import entities
+from latentmem.inputs import check_scope_value
+from latentmem.lifecycle.controller import Controller
+from latentmem.retrieve import learned as learned_stage
+from latentmem.retrieve import topics
+from latentmem.store import open_store
+from latentmem.store.base import Scope, Store, StoredRow
+from latentmem.store.vector_index import FaissIndex, VectorIndex
+
+INDEX_FILE = "vectors.faiss.npz"
+DEFAULT_USER = "default"
+
+
+class Core:
+    """One open store and everything derived from it. ``Memory`` makes one; tests and
+    tools may too."""
+
+    def __init__(self, home: Path | str, config: Config,
+                 embedder: str | Embedder | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.lock = threading.RLock()
+        self.cycle_lock = threading.Lock()  # sleep cycles run one at a time (lifecycle/sleep.py)
+        # By user: (vector epoch when looked, topics or None); see topics_of.
+        self._topics: dict[str, tuple[int, topics.Topics | None]] = {}
+        self.store: Store = open_store(home, config.storage)
+        self.store.entity_extractor = entities.extract
+        base = get_embedder(embedder if embedder is not None else config.embedder)
+        self.store.bind_embedder(base.name, base.dim)
+        self.store.bind_vector_tier(config.storage.vector_tier, base.dim)
+        self.embedder: Embedder = base
+        self.cache: EmbeddingCache | None = None
+        storage = config.storage
+        # A noised store keeps no clean vectors: its own cache would hold them. A shared
+        # cache file (embed_cache_path) is the caller's choice and stays.
+        if storage.embed_cache and (storage.embed_cache_path or not storage.vector_noise):
+            if storage.embed_cache_path:
+                self.cache = EmbeddingCache.open(storage.embed_cache_path)
+            else:
+                self.cache = self.store.embedding_cache()
+            self.embedder = CachedEmbedder(base, self.cache)
+        self.dim = base.dim
+        self._saved_epoch: int | None = None  # the epoch of the index file on disk
+        # Runs a search's BM25 query while FAISS scans: SQLite and FAISS both release the
+        # GIL, so the two overlap.
+        self._side: ThreadPoolExecutor | None = None
+        # Writes a search causes (access counts) run here, after the search returns: a
+        # search must never wait for the store's write lock, which a sleep cycle or another
+        # process may hold for a while.
+        self._writer: ThreadPoolExecutor | None = None
+        self._background_errors: list[Exception] = []
+        self.index: VectorIndex = self._open_index()
+        self.controller = Controller.load(self.store, config.lifecycle.controller_implicit_weight)
+        self._inverter: Any = False  # loaded on first use; None when there is none
+        self._ranker: tuple[str, learned_stage.Ranker] | None = None
+        # Rowids the last sleep cycle predicted per user (latentmem/lifecycle/preload.py).
+        self.preloaded: dict[str, set[int]] = {}
+        self.closed = False
+
+    # -- the vector index ------------------------------------------------------------
+
+    def _index_file(self) -> Path | None:
+        """Where the FAISS index is saved beside a SQLite store (None: the backend has its own)."""
+        return self.home / INDEX_FILE if isinstance(self.home, Path) else None
+
+    def _open_index(self) -> VectorIndex:
+        native: VectorIndex | None = self.store.native_index()
+        if native is not None:
+            return native
+        path = self._index_file()
+        index = FaissIndex.load(path, self.dim, self.store.codec) if path is not None else None
+        epoch = self.store.vector_epoch()
+        if index is not None and index.epoch == epoch and index.count() == self.store.count():
+            self._saved_epoch = epoch
+            return index
+        return self._build_index(epoch)
+
+    def _build_index(self, epoch: int | None = None) -> VectorIndex:
+        index = FaissIndex(self.dim, self.store.codec)
+        with self.lock:
+            index.epoch = self.store.vector_epoch() if epoch is None else epoch
+            for user, rowids, vectors in self.store.iter_vectors():
+                index.add(user, rowids, vectors)
+        return index
+
+    def rebuild_index(self) -> None:
+        """Build the vector index again from the store."""
+        with self.lock:
+            if self.store.native_index() is None:
+                self.index = self._build_index()
+
+    def sync_index(self) -> None:
+        """Rebuild when another process changed the vectors since we last looked, or when
+        the store's PQ codebook was trained since the index was built. Call it holding
+        ``lock``, before changing the index."""
+        if self.store.vector_epoch() != self.index.epoch or self.index.stale:
+            self.index = self._build_index()
+
+    def index_added(self, user_id: str, rowids: Any, vectors: np.ndarray) -> None:
+        """The vectors a store write just added, into the index; the index now matches
+        the store's epoch. Call it holding ``lock``."""
+        self.index.add(user_id, np.asarray(rowids, dtype=np.int64), vectors)
+        self.index.epoch = self.store.vector_epoch()
+
+    def flush(self) -> None:
+        """Persist the vector index (the store itself is always durable). An index that has
+        not changed since it was loaded or saved is not written again: at 1M memories that
+        is 1.5 GB on every close."""
+        with self.lock:
+            self.sync_index()
+            path = self._index_file()
+            if path is None:
+                return
+            if not self.index.persistent:  # compact tiers rebuild it from the store
+                path.unlink(missing_ok=True)
+                return
+            if self.index.epoch == self._saved_epoch and path.exists():
+                return
+            self.index.save(path)
+            self._saved_epoch = self.index.epoch
+
+    def index_file_bytes(self) -> int:
+        path = self._index_file()
+        return path.stat().st_size if path is not None and path.exists() else 0
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with self.lock:
+            if self._side is not None:
+                self._side.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+            self.flush()
+            self.store.close()
+            if self.cache is not None:
+                self.cache.close()
+            self.closed = True
+
+    # -- threads -----------------------------------------------------------------------
+
+    def beside(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on the side thread (a search's BM25 while the query is embedded and
+        FAISS scans); returns its future."""
+        if self._side is None:
+            self._side = ThreadPoolExecutor(1, thread_name_prefix="latentmem-bm25")
+        return self._side.submit(fn, *args)
+
+    def in_background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a bookkeeping write after the caller returns, in order; ``settle()`` waits
+        for all of them. Nobody is told these writes landed (access counts, what a context
+        teaches the controller), so they are not fsynced: a synced commit holds the store's
+        lock ~0.5 ms longer, which the next search would wait out."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="latentmem-writer")
+
+        def run() -> None:
+            try:
+                with self.store.unsynced():
+                    fn(*args)
+            except Exception as exc:  # noqa: BLE001 - kept for settle() to report
+                self._background_errors.append(exc)
+
+        self._writer.submit(run)
+
+    def settle(self) -> None:
+        """Wait until the bookkeeping writes of earlier searches are stored."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()
+        if self._background_errors:
+            errors, self._background_errors = self._background_errors, []
+            raise errors[0]
+
+    # -- reads every module needs --------------------------------------------------------
+
+    def owned(self, id: object, user_id: str | None, with_vector: bool = False) -> StoredRow:
+        """The row for ``id``; another user's memory is reported exactly like a missing one."""
+        if not isinstance(id, str):
+            raise InvalidInputError(f"id must be a string, found {id.__class__.__name__}")
+        user = check_scope_value("user_id", user_id)
+        row = self.store.get_row(id, with_vector=with_vector)
+        if user is not None and row.record.user_id != user:
+            raise NotFoundError(f"no memory with id {id!r}")
+        return row
+
+    def scope(self, user_id: str | None, agent_id: str | None = None,
+              session_id: str | None = None) -> Scope:
+        user = check_scope_value("user_id", DEFAULT_USER if user_id is None else user_id)
+        assert user is not None
+        return Scope(user, check_scope_value("agent_id", agent_id),
+                     check_scope_value("session_id", session_id))
+
+    def noised(self, vectors: np.ndarray) -> np.ndarray:
+        """Stored vectors with ``vector_noise`` (fresh Gaussian noise each time)."""
+        scale = self.config.storage.vector_noise
+        if not scale:
+            return vectors
+        noisy = vectors + scale * np.random.default_rng().standard_normal(vectors.shape)
+        return (noisy / np.linalg.norm(noisy, axis=-1, keepdims=True)).astype(np.float32)
+
+    # -- the topic level (latentmem/retrieve/topics.py) ---------------------------------
+
+    def topics_of(self, user_id: str) -> topics.Topics | None:
+        """The user's topics: kept in memory, else read from the store, else built now (in
+        memory only: a search writes nothing) when the user is small enough; a bigger one
+        waits for a sleep cycle to build them. "None" is remembered until the store's
+        vectors change."""
+        epoch = self.store.vector_epoch()
+        seen = self._topics.get(user_id)
+        if seen is not None and (seen[1] is not None or seen[0] == epoch):
+            return seen[1]
+        found = topics.load(self.store, user_id)
+        if found is None and self.store.session_count(user_id) <= topics.LAZY_SESSIONS:
+            found = topics.build(self.store, user_id)
+        self._topics[user_id] = (epoch, found)
+        return found
+
+    def forget_topics(self, user_id: str) -> None:
+        """Drop the in-memory copy (the store's changed); the next search reads it again."""
+        self._topics.pop(user_id, None)
+
+    # -- models loaded on first use ------------------------------------------------------
+
+    def ranker(self) -> learned_stage.Ranker:
+        """The fitted last-stage model (``ranker_path``, else the shipped one)."""
+        path = self.config.retrieval.ranker_path
+        if path is None:
+            return learned_stage.default_ranker()
+        if self._ranker is None or self._ranker[0] != path:
+            self._ranker = (path, learned_stage.Ranker.load(path))
+        return self._ranker[1]
+
+    def inverter(self) -> Any:
+        """The embedding inverter for this store's embedder, or None when none is shipped."""
+        if self._inverter is False:
+            try:
+                from latentmem.invert import load_default
+            except ImportError:
+                self._inverter = None
+            else:
+                inv = load_default()
+                self._inverter = inv if inv is not None and inv.embedder == self.embedder.name else None
+        return self._inverter
+
+    def required_inverter(self) -> Any:
+        """The shipped inverter (``MissingExtraError`` without one), if it reads this store's
+        vectors."""
+        from latentmem import invert
+
+        inverter = invert.require_default()
+        if self.embedder.name != inverter.embedder:
+            raise InvalidInputError(f"the inverter reads {inverter.embedder} vectors; this store "
+                                    f"holds {self.embedder.name} vectors")
+        return inverter

@@ -1,0 +1,78 @@
+"""The embedding cache's table (``encode/cache.py`` says what it is for): in the store's
+own database, so deleting a memory can also delete its cached vector, or in a file of its
+own that several stores share, as the benchmarks do across LongMemEval haystacks."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS embed_cache (key BLOB PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID"
+)
+
+
+class EmbeddingCache:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock | None = None,
+                 own: bool = False) -> None:
+        self.conn = conn
+        self.own = own  # the connection is the cache's own (a file of its own), not a store's
+        self.lock = lock or threading.RLock()
+        with self.lock:
+            self.conn.execute(_SCHEMA)
+
+    @classmethod
+    def open(cls, path: str | Path) -> EmbeddingCache:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return cls(conn, own=True)
+
+    def get_many(self, keys: Sequence[bytes], dim: int) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self.lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self.conn.execute(
+                    f"SELECT key, vector FROM embed_cache WHERE key IN ({marks})", chunk
+                ).fetchall()
+                for key, blob in rows:
+                    vec = np.frombuffer(blob, dtype=np.float32)
+                    if vec.shape[0] == dim:
+                        found[bytes(key)] = vec
+        return found
+
+    def put_many(self, items: Sequence[tuple[bytes, np.ndarray]]) -> None:
+        if not items:
+            return
+        with self.lock:
+            in_tx = self.conn.in_transaction
+            if not in_tx:
+                self.conn.execute("BEGIN")
+            try:
+                self.conn.executemany(
+                    "INSERT OR REPLACE INTO embed_cache(key, vector) VALUES (?, ?)",
+                    [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items],
+                )
+            except BaseException:
+                if not in_tx:
+                    self.conn.execute("ROLLBACK")
+                raise
+            if not in_tx:
+                self.conn.execute("COMMIT")
+
+    def delete(self, keys: Sequence[bytes]) -> None:
+        with self.lock:
+            self.conn.executemany("DELETE FROM embed_cache WHERE key = ?", [(k,) for k in keys])
+
+    def close(self) -> None:
+        """Close the cache's own connection (one it shares with a store is the store's)."""
+        if self.own:
+            self.conn.close()
+
