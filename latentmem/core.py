@@ -78,6 +78,7 @@ class Core:
         # process may hold for a while.
         self._writer: ThreadPoolExecutor | None = None
         self._background_errors: list[Exception] = []
+        self._native = False  # set by _open_index: the backend keeps its own vector index
         self.index: VectorIndex = self._open_index()
         self.controller = Controller.load(self.store, config.lifecycle.controller_implicit_weight)
         self._inverter: Any = False  # loaded on first use; None when there is none
@@ -94,6 +95,7 @@ class Core:
 
     def _open_index(self) -> VectorIndex:
         native: VectorIndex | None = self.store.native_index()
+        self._native = native is not None
         if native is not None:
             return native
         path = self._index_file()
@@ -122,12 +124,16 @@ class Core:
         """Rebuild when another process changed the vectors since we last looked, or when
         the store's PQ codebook was trained since the index was built. Call it holding
         ``lock``, before changing the index."""
+        if self._native:
+            return  # the backend's own index is always the store's
         if self.store.vector_epoch() != self.index.epoch or self.index.stale:
             self.index = self._build_index()
 
     def index_added(self, user_id: str, rowids: Any, vectors: np.ndarray) -> None:
         """The vectors a store write just added, into the index; the index now matches
         the store's epoch. Call it holding ``lock``."""
+        if self._native:
+            return
         self.index.add(user_id, np.asarray(rowids, dtype=np.int64), vectors)
         self.index.epoch = self.store.vector_epoch()
 

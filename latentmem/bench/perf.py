@@ -51,6 +51,16 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _stores(text: str) -> list[str]:
+    stores = [s.strip() for s in text.split(",") if s.strip()]
+    for s in stores:
+        if s not in ("sqlite", "embedded-postgres") and not s.startswith(("postgresql://",
+                                                                         "postgres://")):
+            raise argparse.ArgumentTypeError(f"--store: expected sqlite, embedded-postgres or a "
+                                             f"postgresql:// URL, found {s!r}")
+    return stores
+
+
 def _relay(proc: subprocess.Popen[str], lines: list[str]) -> None:
     """Pass the worker's progress through as it comes, and keep it for error messages."""
     assert proc.stderr is not None
@@ -68,26 +78,32 @@ def command(args: argparse.Namespace) -> str:
         parts.append("--skip-add-latency")
     if args.sleep:
         parts.append("--sleep")
+    if args.store:
+        parts += ["--store", ",".join(args.store)]
+    if args.writers:
+        parts += ["--writers", ",".join(str(w) for w in args.writers)]
     return " ".join(parts)
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Measure one size in a subprocess; a timeout or a crash becomes a skipped entry."""
-    if args.home:
-        return _run_worker(n, args, str(_kept_home(args.home, n)))
+def run_size(n: int, args: argparse.Namespace, store: str | None = None) -> dict[str, Any]:
+    """Measure one size in a subprocess; a timeout or a crash becomes a skipped entry.
+    ``store``: a PostgreSQL server (``--store``), else SQLite."""
+    if args.home and store is None:
+        return _run_worker(n, args, str(_kept_home(args.home, n)), store)
     # The parent owns the temporary store, so it goes even when the worker is killed.
     with tempfile.TemporaryDirectory(prefix="lm-perf-") as tmp:
-        return _run_worker(n, args, tmp)
+        return _run_worker(n, args, tmp, store)
 
 
 def _kept_home(base: str, n: int) -> Path:
     return Path(base) / f"n{n}"
 
 
-def _run_worker(n: int, args: argparse.Namespace, home: str) -> dict[str, Any]:
+def _run_worker(n: int, args: argparse.Namespace, home: str, store: str | None) -> dict[str, Any]:
     payload = json.dumps({"n": n, "embedder_name": args.embedder, "queries": args.queries,
                           "adds": args.adds, "real": args.real, "home": home,
-                          "skip_add_latency": args.skip_add_latency, "sleep": args.sleep})
+                          "skip_add_latency": args.skip_add_latency, "sleep": args.sleep,
+                          "store": store, "writers": args.writers})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.perf_counter()
     progress: list[str] = []
@@ -103,14 +119,16 @@ def _run_worker(n: int, args: argparse.Namespace, home: str) -> dict[str, Any]:
             proc.wait()
             relay.join(5)
             last = [ln.strip() for ln in progress if ln.strip().startswith("[")][-1:]
-            return {"n": n, "skipped": f"timed out after {args.timeout} s (--timeout); last "
+            return {"n": n, "store": "sqlite" if store is None else "postgresql",
+                    "skipped": f"timed out after {args.timeout} s (--timeout); last "
                     f"phase: {last[0] if last else 'none'}", "seconds": time.perf_counter() - t0}
         relay.join(5)
         stdout.seek(0)
         text = stdout.read()
     if proc.returncode != 0:
         tail = [ln.strip() for ln in progress if ln.strip()][-1:] or ["no output"]
-        return {"n": n, "skipped": f"failed: {tail[0]}", "seconds": time.perf_counter() - t0}
+        return {"n": n, "store": "sqlite" if store is None else "postgresql",
+                "skipped": f"failed: {tail[0]}", "seconds": time.perf_counter() - t0}
     result = dict(json.loads(text.strip().splitlines()[-1]))
     result["seconds"] = time.perf_counter() - t0
     return result
@@ -127,11 +145,16 @@ def _cell(r: dict[str, Any], key: str) -> str:
 
 def render(out: dict[str, Any]) -> str:
     done = [r for r in out["sizes"] if "skipped" not in r]
-    lines = [table([[f"{r['n']:,}", *[_cell(r, k) for k, _ in COLUMNS]] for r in done],
-                   ["n", *[h for _, h in COLUMNS]])] if done else []
+    lines = [table([[f"{r['n']:,}", r.get("store", "sqlite"), *[_cell(r, k) for k, _ in COLUMNS]]
+                    for r in done], ["n", "store", *[h for _, h in COLUMNS]])] if done else []
     lines += [f"n={r['n']:,}: skipped, {r['skipped']}" for r in out["sizes"] if "skipped" in r]
     for r in done:
         lines.append(f"n={r['n']:,}: {r['generated_vectors_note']}")
+        for w in sorted(int(k.split("_")[1]) for k in r if k.startswith("writers_")
+                        and k.endswith("_adds_per_s")):
+            lines.append(f"n={r['n']:,}, {r.get('store', 'sqlite')}: {w} writer process(es): "
+                         f"{r[f'writers_{w}_adds_per_s']:.0f} adds/s in all, one add p50 "
+                         f"{r[f'writers_{w}_add_ms_p50']:.1f} ms, p95 {r[f'writers_{w}_add_ms_p95']:.1f} ms")
         for prefix, label in (("sleep", "first sleep cycle"), ("sleep2", "second sleep cycle")):
             if r.get(f"{prefix}_seconds") is None:
                 continue
@@ -184,12 +207,13 @@ def run_cli(args: argparse.Namespace) -> int:
         "sizes": [],
     }
     for n in args.n:
-        if args.wait_quiet > 0:
-            share = wait_quiet(args.wait_quiet)
-            print(f"n={n:,}: other processes at {share:.0%} of the CPU", file=sys.stderr)
-        print(f"n={n:,} ...", file=sys.stderr, flush=True)
-        out["sizes"].append(run_size(n, args))
-        write_json(out, args.json_out)  # after every size: a long run keeps what it measured
+        for store in args.store or ["sqlite"]:
+            if args.wait_quiet > 0:
+                share = wait_quiet(args.wait_quiet)
+                print(f"n={n:,}: other processes at {share:.0%} of the CPU", file=sys.stderr)
+            print(f"n={n:,}, {store} ...", file=sys.stderr, flush=True)
+            out["sizes"].append(run_size(n, args, None if store == "sqlite" else store))
+            write_json(out, args.json_out)  # after every size: a long run keeps what it measured
     print(render(out))
     if all("skipped" in r for r in out["sizes"]):
         raise LatentMemError("every size was skipped: " + "; ".join(r["skipped"] for r in out["sizes"]))
@@ -214,5 +238,10 @@ def add_parser(subparsers: Any) -> None:
                    help="seconds per size before it is reported as skipped (default 1800)")
     p.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                    help="before each size, wait up to S seconds for other processes to go quiet")
+    p.add_argument("--store", type=_stores, default=None, metavar="S,S",
+                   help="stores to measure, side by side: 'sqlite' (default), a PostgreSQL "
+                        "server URL (each size in a fresh database on it) or 'embedded-postgres'")
+    p.add_argument("--writers", type=_sizes, default=None, metavar="W,W",
+                   help="also time that many processes adding at once, e.g. 1,4")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
     p.set_defaults(func=run_cli)

@@ -13,7 +13,14 @@ would take about an hour. Single adds and all queries use fresh texts, embedded
 for real at the time they are measured.
 
 The store uses the default configuration (embedding cache on, access tracking
-on), so the figures are what an application gets from ``Memory(path)``.
+on), so the figures are what an application gets from ``Memory(path)``. With
+``store`` (a PostgreSQL server URL, or "embedded-postgres") it is a fresh database
+on that server instead of a SQLite folder.
+
+Writers (``writers``, e.g. [1, 4]): that many processes at once, each adding
+``WRITER_ADDS`` memories one at a time with vectors given (no embedding: the store's
+own cost), into the store as filled; their adds per second in all, and the p50/p95
+of one add.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from latentmem.bench.perf_data import (
 SESSION = 20
 FILL_BATCH = 10_000
 USER = "perf"
+WRITER_ADDS = 300
 
 
 def _progress(msg: str) -> None:
@@ -128,7 +136,7 @@ def _single_adds(m: Any, texts: list[str], out: dict[str, Any]) -> None:
 
 
 def _searches(m: Any, embedder: Any, texts: Texts, out: dict[str, Any]) -> None:
-    from latentmem.store.sqlite import Scope
+    from latentmem.store.base import Scope
 
     for q in texts.warmup:
         m.search(q, user_id=USER)
@@ -242,8 +250,52 @@ def _disk(store_dir: Path, records: int, out: dict[str, Any]) -> None:
         conn.close()
 
 
+def writer(location: str, who: int, count: int, dim: int, embedder: str) -> dict[str, Any]:
+    """One writer process: ``count`` single adds with given vectors; their times in ms."""
+    from latentmem.encode.base import get_embedder
+    from latentmem.memory import Memory
+
+    rng = np.random.default_rng(who)
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    times: list[float] = []
+    with Memory(location, embedder=get_embedder(embedder)) as m:
+        m.add("warm-up", user_id=USER, vector=vectors[0])
+        start = time.perf_counter()
+        for i in range(1, count):
+            t = time.perf_counter()
+            m.add(f"writer {who} says hello number {i}", user_id=USER, session_id=f"w{who}",
+                  vector=vectors[i])
+            times.append((time.perf_counter() - t) * 1e3)
+        seconds = time.perf_counter() - start
+    return {"times": times, "seconds": seconds}
+
+
+def _writers(location: str, counts: list[int], dim: int, embedder: str,
+             out: dict[str, Any]) -> None:
+    import subprocess
+
+    for w in counts:
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "latentmem.bench.perf_worker", "--writer",
+             json.dumps([location, i, WRITER_ADDS, dim, embedder])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(w)]
+        t0 = time.perf_counter()
+        results = []
+        for p in procs:
+            stdout, stderr = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(f"writer failed: {stderr.strip().splitlines()[-1:]}")
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+        wall = time.perf_counter() - t0
+        times = [t for r in results for t in r["times"]]
+        out[f"writers_{w}_adds_per_s"] = len(times) / max(r["seconds"] for r in results)
+        out[f"writers_{w}_add_ms_p50"], out[f"writers_{w}_add_ms_p95"] = pct(times, 50), pct(times, 95)
+        out[f"writers_{w}_wall_s"] = wall
+
+
 def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200, adds: int = 100,
-            real: int = 2000, skip_add_latency: bool = False, sleep: bool = False) -> dict[str, Any]:
+            real: int = 2000, skip_add_latency: bool = False, sleep: bool = False,
+            store: str | None = None, writers: list[int] | None = None) -> dict[str, Any]:
     from latentmem.encode.base import get_embedder
     from latentmem.memory import Memory
 
@@ -277,7 +329,17 @@ def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200
         if separate:
             reset_peak()
 
-    with Memory(root / "store", embedder=base) as m:
+    database = None
+    location: Path | str = root / "store"
+    if store is not None:
+        from latentmem.bench.pgserver import Database
+
+        database = Database(store)
+        location = database.url
+        out["store"] = "postgresql"
+    else:
+        out["store"] = "sqlite"
+    with Memory(location, embedder=base) as m:
         phase("ingest")
         _ingest(m, texts.ingest, out)
         peaks["ingest"] = peak_rss_mb()
@@ -307,8 +369,18 @@ def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200
         m.flush()
         m.store.checkpoint()
         out["flush_seconds"] = time.perf_counter() - t
+        if database is not None:
+            out["bytes_per_memory"] = m.store.file_bytes() / out["records"]
+            out["sqlite_bytes_per_memory"] = out["faiss_bytes_per_memory"] = 0.0
+            out["postgres_bytes_by_table"] = m.store.bytes_by_object()
     peaks["flush"] = peak_rss_mb()
-    _disk(root / "store", out["records"], out)
+    if writers:
+        phase("writer processes")
+        _writers(str(location), writers, base.dim, embedder_name, out)
+    if database is None:
+        _disk(root / "store", out["records"], out)
+    else:
+        database.drop()
     out["peak_rss_mb_by_phase"] = peaks if separate else None
     out["peak_rss_mb"] = max(peaks.values())
     out["peak_rss_note"] = ("VmHWM per phase (reset between phases)" if separate
@@ -317,6 +389,9 @@ def measure(n: int, home: str, embedder_name: str = "minilm", queries: int = 200
 
 
 def main() -> None:
+    if sys.argv[1] == "--writer":
+        print(json.dumps(writer(*json.loads(sys.argv[2]))))
+        return
     args = json.loads(sys.argv[1])
     print(json.dumps(measure(**args)))
 

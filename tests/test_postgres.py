@@ -1,0 +1,154 @@
+"""What only the PostgreSQL backend has to prove: its URL and connection faults, many
+processes on one database, and BM25 equal to SQLite's. The engine's own tests run on both
+backends through the ``mem`` fixture (conftest.py)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentmem import Memory
+from latentmem.errors import InvalidInputError, MissingExtraError, StoreError
+
+TEXTS = [
+    "I moved to Lisbon in May 2023 with my cat",
+    "My sister Bea works as a nurse in Porto",
+    "We hiked the Lisbon hills on Sunday and the views were lovely",
+    "Bea said the night shifts at the hospital are hard",
+    "I started running again, five kilometres along the river",
+    "The cat knocked over my coffee this morning",
+    "Running by the river in Lisbon is my favourite thing",
+]
+
+
+def test_a_wrong_url_is_one_clear_line_without_the_password(pg_server: str) -> None:
+    head, _, tail = pg_server.partition("?")
+    url = head.rsplit("/", 1)[0].replace("postgres:@", "postgres:hunter2@") + "/no_such_db?" + tail
+    with pytest.raises(StoreError) as err:
+        Memory(url, embedder="hash")
+    message = str(err.value)
+    assert "cannot connect to PostgreSQL" in message and "no_such_db" in message
+    assert "hunter2" not in message and "\n" not in message
+
+
+def test_an_unreachable_server_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        Memory("postgresql://nobody@127.0.0.1:1/x?connect_timeout=2", embedder="hash")
+
+
+def test_without_the_extra_the_error_says_what_to_install(monkeypatch) -> None:
+    import latentmem.store.postgres as pg
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(MissingExtraError, match=r"latentmem\[postgres\]"):
+        importlib.reload(pg)
+    monkeypatch.undo()
+    importlib.reload(pg)
+
+
+def test_compact_tiers_are_refused_clearly(pg_url: str) -> None:
+    with pytest.raises(InvalidInputError, match="fp32 .* or fp16"):
+        Memory(pg_url, embedder="hash", vector_tier="pq")
+
+
+def test_the_fp16_tier_is_halfvec(pg_url: str) -> None:
+    with Memory(pg_url, embedder="hash", vector_tier="fp16") as m:
+        ids = m.add(TEXTS, user_id="ana").ids
+        assert m.search("Bea the nurse", user_id="ana", k=3)[0].id == ids[1]
+        assert m.store._fetch("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "  # type: ignore[attr-defined]
+                              "WHERE attrelid = 'lm_records'::regclass AND attname = 'vector'"
+                              )[0][0] == "halfvec(64)"
+
+
+def test_bm25_equals_sqlites(pg_url: str, tmp_path: Path) -> None:
+    with Memory(pg_url, embedder="hash") as pg, Memory(tmp_path / "s", embedder="hash") as lite:
+        for m in (pg, lite):
+            m.add(TEXTS, user_id="ana", speaker="Ana")
+        for query in ("Lisbon running river", "Bea nurse hospital shifts", "cat coffee", "Ana"):
+            a = pg.store.bm25(query, pg.core.scope("ana"), 10)
+            b = lite.store.bm25(query, lite.core.scope("ana"), 10)
+            assert [r for r, _ in a] == [r for r, _ in b], query
+            assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-9), query
+
+
+def test_search_matches_sqlite_on_the_same_data(pg_url: str, tmp_path: Path) -> None:
+    with Memory(pg_url, embedder="hash") as pg, Memory(tmp_path / "s", embedder="hash") as lite:
+        for m in (pg, lite):
+            m.add(TEXTS, user_id="ana", session_id="s1", event_time="2023-06-01")
+        for query in ("where does my sister work", "running in Lisbon", "what did the cat do"):
+            a = [h.record.text for h in pg.search(query, user_id="ana", track_access=False)]
+            b = [h.record.text for h in lite.search(query, user_id="ana", track_access=False)]
+            assert a == b, query
+
+
+def test_a_connection_lost_mid_write_leaves_nothing_half_written(pg_url: str) -> None:
+    with Memory(pg_url, embedder="hash") as m:
+        m.add("before", user_id="u")
+        store = m.store
+
+        def kill_own_connection() -> None:
+            with store.transaction() as conn:  # type: ignore[attr-defined]
+                conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+        with pytest.raises(Exception):  # noqa: B017 - psycopg's own error for a lost link
+            with store.transaction():
+                store.log_event("probe", None, None, "written before the link goes")
+                kill_own_connection()
+        assert [e.action for e in store.events()] == []
+        m.add(["after one", "after two"], user_id="u")  # the pool replaced the connection
+        assert sorted(r.text or "" for r in m.all(user_id="u")) == ["after one", "after two",
+                                                                   "before"]
+
+
+def test_a_restarted_server_is_reconnected(pg_url: str, pg_server: str) -> None:
+    import psycopg
+
+    with Memory(pg_url, embedder="hash") as m:
+        m.add("kept", user_id="u")
+        name = pg_url.split("?")[0].rsplit("/", 1)[1]
+        with psycopg.connect(pg_server, autocommit=True) as admin:  # every link of the store dies
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+        assert [h.record.text for h in m.search("kept", user_id="u")] == ["kept"]
+        m.add("also kept", user_id="u")
+        assert m.stats()["records"] == 2
+
+
+_WRITER = textwrap.dedent("""
+    import sys
+    from latentmem import Memory
+    url, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with Memory(url, embedder="hash") as m:
+        for i in range(n):
+            m.add(f"{who} says hello number {i}", user_id="shared", session_id=who)
+        m.sleep(budget=30)
+        print(m.stats()["records"])
+""")
+
+
+def test_several_processes_share_one_database(pg_url: str) -> None:
+    with Memory(pg_url, embedder="hash") as m:
+        m.add("the first memory", user_id="shared")
+        seen_before = [h.record.text for h in m.search("hello", user_id="shared", k=50)]
+        procs = [subprocess.Popen([sys.executable, "-c", _WRITER, pg_url, f"p{i}", "40"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+        # This process sees what the others committed; its caches follow the version counter.
+        assert m.stats()["records"] == 81
+        assert len(m.all(user_id="shared", limit=1000)) == 81
+        texts = {h.record.text for h in m.search("p1 says hello", user_id="shared", k=100)}
+        assert {f"p1 says hello number {i}" for i in range(40)} <= texts
+        assert len(seen_before) == 1
+        assert set(m.store.speakers(m.core.scope("shared"))) == set()
+        events = m.store.events()
+        cycles = [e for e in events if e.action == "sleep"]
+        assert 1 <= len(cycles) <= 2  # a cycle that met another under way left it the work
+        assert len({e.seq for e in events}) == len(events)
