@@ -50,7 +50,7 @@ from latentmem.bench.perf_data import (
 SESSION = 20
 FILL_BATCH = 10_000
 USER = "perf"
-WRITER_ADDS = 300
+WRITER_ADDS = 100
 
 
 def _progress(msg: str) -> None:

@@ -63,7 +63,7 @@ except ImportError as exc:  # the `postgres` extra (tests/test_store_backends.py
 # How many postings one BM25 query may score (lexicon.affordable).
 BM25_POSTINGS = 5_000
 # Candidates an HNSW scan looks at (pgvector's ef_search): at least this, or 2 k.
-EF_SEARCH = 100
+EF_SEARCH = 200
 TIERS = ("fp32", "fp16")
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _COLUMNS = (
@@ -562,13 +562,17 @@ class PostgresStore(PgLifecycle):
         if not pairs:
             return []
         unique = list(dict.fromkeys(s for _, s in pairs))
-        stats = self._fetch("SELECT docs, terms FROM lm_user_stats WHERE user_id = %s",
-                            (scope.user_id,))
-        n_docs, n_terms = (int(stats[0][0]), int(stats[0][1])) if stats else (0, 0)
+        # The user's statistics and every term's document frequency, in one round trip.
+        row = self._fetch(
+            "SELECT (SELECT docs FROM lm_user_stats WHERE user_id = %s), "
+            "(SELECT terms FROM lm_user_stats WHERE user_id = %s), " +
+            ", ".join(["count(*) FILTER (WHERE tf ? %s)"] * len(unique)) +
+            " FROM lm_records WHERE user_id = %s AND tf ?| %s",
+            [scope.user_id, scope.user_id, *unique, scope.user_id, unique])[0]
+        n_docs, n_terms = int(row[0] or 0), int(row[1] or 0)
         if n_docs == 0:
             return []
-        df = {s: int(self._fetch("SELECT count(*) FROM lm_records WHERE user_id = %s AND tf ? %s",
-                                 (scope.user_id, s))[0][0]) for s in unique}
+        df = {s: int(n) for s, n in zip(unique, row[2:], strict=True)}
         if len(unique) > 2 and n_docs > BM25_POSTINGS:
             unique = affordable(unique, [df[s] for s in unique], BM25_POSTINGS)
         unique = [s for s in unique if df[s] > 0]
@@ -856,11 +860,13 @@ class PgVectorIndex:
         extra, params = "", [q, user_id]
         if allowed is not None:
             extra, params = " AND rowid = ANY(%s)", [*params, [int(r) for r in allowed]]
-        ef = max(EF_SEARCH, 2 * k)
-        with self.store.pool.connection() as conn, conn.transaction():
-            conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
-            rows = conn.execute(
-                f"SELECT rowid, 1 - (vector <=> %s::{cast}) AS s FROM lm_records WHERE user_id = %s"
-                f"{extra} ORDER BY vector <=> %s::{cast} LIMIT %s", [*params, q, k]).fetchall()
+        sql = (f"SELECT rowid, 1 - (vector <=> %s::{cast}) AS s FROM lm_records WHERE user_id = %s"
+               f"{extra} ORDER BY vector <=> %s::{cast} LIMIT %s")
+        if 2 * k <= EF_SEARCH:  # the connection's own setting is enough: one round trip
+            rows = self.store._fetch(sql, [*params, q, k])
+        else:
+            with self.store.pool.connection() as conn, conn.transaction():
+                conn.execute(f"SET LOCAL hnsw.ef_search = {int(2 * k)}")
+                rows = conn.execute(sql, [*params, q, k], binary=True).fetchall()
         return (np.array([r[0] for r in rows], dtype=np.int64),
                 np.array([r[1] for r in rows], dtype=np.float32))
