@@ -20,7 +20,9 @@ lock a search needs; ``refresh()`` moves it to the store's latest state.
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -29,8 +31,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from latentmem.errors import StoreError
 from latentmem.store.codec import VectorCodec
-from latentmem.types import Edge, Record, from_ts
+from latentmem.types import Edge, Record, from_ts, to_ts
 
 
 @dataclass
@@ -124,6 +127,29 @@ class Event:
         tail = " (undone)" if self.undone_at else " [undo]" if self.undoable else ""
         target = f" {self.record_id}" if self.record_id else ""
         return f"#{self.seq} {stamp} {self.action}{target}: {self.reason}{tail}"
+
+
+# The columns ``Records.update`` may change.
+UPDATABLE = frozenset({"text", "title", "type", "summary", "metadata", "event_time", "importance",
+                       "valid_to", "superseded_by", "strength", "sources", "content_hash",
+                       "level", "parent_id"})
+
+
+def column_values(changes: dict[str, Any]) -> dict[str, Any]:
+    """``Records.update``'s changes as column values (JSON for metadata and sources, Unix
+    seconds for times), with ``updated_at``; a column that may not change is refused."""
+    bad = set(changes) - UPDATABLE
+    if bad:
+        raise StoreError(f"cannot update columns {sorted(bad)}")
+    sets = dict(changes)
+    for key in ("metadata", "sources"):
+        if key in sets:
+            sets[key] = json.dumps(sets[key])
+    for key in ("event_time", "valid_to"):
+        if key in sets:
+            sets[key] = to_ts(sets[key])
+    sets["updated_at"] = time.time()
+    return sets
 
 
 # (record id, user id, reason, undo payload): one event of ``Journal.log_events``.

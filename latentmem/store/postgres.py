@@ -46,7 +46,7 @@ from latentmem.errors import (
     NotFoundError,
     StoreError,
 )
-from latentmem.store.base import LightRow, Scope, StoredRow
+from latentmem.store.base import LightRow, Scope, StoredRow, column_values
 from latentmem.store.codec import DEFAULT_TIER, VectorCodec, check_tier
 from latentmem.store.lexicon import K1, B, Lexicon, affordable, query_words
 from latentmem.store.postgres_lifecycle import PgLifecycle
@@ -439,22 +439,9 @@ class PostgresStore(PgLifecycle):
 
     def update(self, record_id: str, changes: dict[str, Any], index_text: str | None = None,
                vector: np.ndarray | None = None) -> StoredRow:
-        allowed = {"text", "title", "type", "summary", "metadata", "event_time", "importance",
-                   "valid_to", "superseded_by", "strength", "sources", "content_hash", "level",
-                   "parent_id"}
-        bad = set(changes) - allowed
-        if bad:
-            raise StoreError(f"cannot update columns {sorted(bad)}")
+        sets = column_values(changes)
         with self.transaction() as conn:
             old = self.get_row(record_id)
-            sets = dict(changes)
-            for key in ("metadata", "sources"):
-                if key in sets:
-                    sets[key] = json.dumps(sets[key])
-            for key in ("event_time", "valid_to"):
-                if key in sets:
-                    sets[key] = to_ts(sets[key])
-            sets["updated_at"] = time.time()
             text = changes.get("text", old.record.text)
             if index_text is not None:
                 sets["index_text"] = index_text

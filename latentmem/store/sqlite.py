@@ -25,7 +25,7 @@ import numpy as np
 from latentmem.config import DURABILITY
 from latentmem.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from latentmem.inputs import index_text_for
-from latentmem.store.base import LightRow, Scope, StoredRow
+from latentmem.store.base import LightRow, Scope, StoredRow, column_values
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.embed_cache import EmbeddingCache
 from latentmem.store.lexicon import affordable, query_words
@@ -430,24 +430,9 @@ class SQLiteStore(LifecycleSQL):
         vector: np.ndarray | None = None,
     ) -> StoredRow:
         """Apply column changes; re-index text and vector when given. Returns the new row."""
-        allowed = {
-            "text", "title", "type", "summary", "metadata", "event_time", "importance",
-            "valid_to", "superseded_by", "strength", "sources", "content_hash", "level",
-            "parent_id",
-        }
-        bad = set(changes) - allowed
-        if bad:
-            raise StoreError(f"cannot update columns {sorted(bad)}")
+        sets = column_values(changes)
         with self.transaction() as conn:
             old = self.get_row(record_id)
-            sets = dict(changes)
-            for key in ("metadata", "sources"):
-                if key in sets:
-                    sets[key] = json.dumps(sets[key])
-            for key in ("event_time", "valid_to"):
-                if key in sets:
-                    sets[key] = to_ts(sets[key])
-            sets["updated_at"] = time.time()
             text = changes.get("text", old.record.text)
             if "summary" in sets:
                 sets["summary"] = _unless_derived(sets["summary"], _plain(text))
