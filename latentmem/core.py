@@ -238,11 +238,11 @@ class Core:
     def topics_of(self, user_id: str) -> topics.Topics | None:
         """The user's topics: kept in memory, else read from the store, else built now (in
         memory only: a search writes nothing) when the user is small enough; a bigger one
-        waits for a sleep cycle to build them. "None" is remembered until the store's
-        vectors change."""
+        waits for a sleep cycle to build them. What is kept is read again once the store's
+        vectors change: another process's cycle may have built them anew."""
         epoch = self.store.vector_epoch()
         seen = self._topics.get(user_id)
-        if seen is not None and (seen[1] is not None or seen[0] == epoch):
+        if seen is not None and seen[0] == epoch:
             return seen[1]
         found = topics.load(self.store, user_id)
         if found is None and self.store.session_count(user_id) <= topics.LAZY_SESSIONS:

@@ -24,7 +24,7 @@ from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundErro
 from latentmem.inputs import Content, check_scope_value, check_vector, normalise_items
 from latentmem.retrieve import search as searching
 from latentmem.retrieve.timeparse import parse_time
-from latentmem.store import DB_FILE
+from latentmem.store import DB_FILE, redacted
 from latentmem.store.base import Scope, Store
 from latentmem.store.vector_index import VectorIndex
 from latentmem.types import Context, Edge, Hit, Receipt, Record
@@ -72,6 +72,13 @@ class Memory:
     def config(self, config: Config) -> None:
         """Settings that may change while the store is open (retrieval, lifecycle)."""
         self.core.config = config
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, fit to print: a folder, or a URL without its password."""
+        if isinstance(self.home, Path):
+            return str(self.home)
+        return redacted(self.home)
 
     @property
     def store(self) -> Store:
@@ -469,7 +476,7 @@ class Memory:
         index_bytes = self.core.index_file_bytes()
         total = sum(n for _, n in users)
         return {
-            "home": str(self.home),
+            "home": self.location,
             "records": total,
             "users": len(users),
             "per_user": dict(users),

@@ -538,3 +538,17 @@ def test_cycles_of_one_memory_run_one_at_a_time(mem: Memory, monkeypatch) -> Non
 
 def journal_rows(mem: Memory) -> list[str]:
     return [e.action for e in mem.store.events()]
+
+
+def test_the_journal_lists_the_newest_events_of_a_user_or_a_cycle(mem: Memory) -> None:
+    mem.add(["I moved to Lisbon in May.", "I moved to Lisbon in May!"], user_id="ana")
+    mem.add("Bob's note", user_id="bob")
+    report = mem.sleep()
+    newest = mem.journal(limit=50)
+    assert newest[0]["action"] == "sleep" and newest[0]["cycle"] == report.cycle
+    assert [e["seq"] for e in newest] == sorted((e["seq"] for e in newest), reverse=True)
+    assert {e["user_id"] for e in mem.journal(user_id="ana")} == {"ana"}
+    assert mem.journal(user_id="bob") == []
+    assert [e["action"] for e in mem.journal(cycle=report.cycle)][-1] == "sleep"
+    with pytest.raises(InvalidInputError):
+        mem.journal(limit=0)

@@ -152,3 +152,22 @@ def test_several_processes_share_one_database(pg_url: str) -> None:
         cycles = [e for e in events if e.action == "sleep"]
         assert 1 <= len(cycles) <= 2  # a cycle that met another under way left it the work
         assert len({e.seq for e in events}) == len(events)
+
+
+def test_the_password_never_shows_in_stats(pg_url: str) -> None:
+    url = pg_url.replace("postgres:@", "postgres:s3cret@")
+    with Memory(url, embedder="hash") as m:
+        m.add("hello", user_id="u")
+        assert "s3cret" not in m.location and "s3cret" not in str(m.stats())
+        assert m.location.startswith("postgresql://postgres:***@")
+
+
+def test_feedback_in_two_processes_is_learned_by_both(pg_url: str) -> None:
+    with Memory(pg_url, embedder="hash") as a, Memory(pg_url, embedder="hash") as b:
+        ids = a.add(TEXTS, user_id="ana").ids
+        a.feedback(ids[0], True)
+        b.feedback(ids[1], False)  # learns on top of a's event, not of its own stale copy
+        a.feedback(ids[2], True)
+        assert a.controller.events == 3
+        with Memory(pg_url, embedder="hash") as c:
+            assert c.controller.events == 3

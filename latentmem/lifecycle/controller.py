@@ -391,8 +391,15 @@ class Controller:
             _, x = self.features_of(store, [rid])
             before = self.state()
             try:
-                self.learn(x, [useful])
                 with store.transaction():
+                    # Learn on top of what is stored, not of this process's copy: another
+                    # process on the same store may have learned since (its state would be
+                    # overwritten). The lock makes learners take turns.
+                    store.lock_model(MODEL_NAME)
+                    saved = store.load_model(MODEL_NAME)
+                    if saved is not None:
+                        self.load_state(json.loads(saved))
+                    self.learn(x, [useful])
                     store.add_feedback([(rid, row.record.user_id, useful, source)], time.time())
                     importance = _blend(float(self.score(x)[0]),
                                         store.feedback_counts([rid]).get(rid))

@@ -102,9 +102,8 @@ def run(core: Core, reader: Snapshot, deadline: float) -> dict[str, Any]:
     report["fts_merge_steps"], report["fts"] = _merge_fts(core, deadline)
     report["fts_ms"] = round((time.perf_counter() - t) * 1e3, 1)
 
-    with core.store.transaction():
-        report["undo_expired"] = core.store.expire_undo(
-            time.time() - core.config.lifecycle.undo_days * DAY)
+    report["undo_expired"] = core.store.expire_undo(
+        time.time() - core.config.lifecycle.undo_days * DAY)
     core.store.optimize()
     report.update(core.store.compact(
         VACUUM_FREE_SHARE if time.perf_counter() < deadline else math.inf))

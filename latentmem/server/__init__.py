@@ -484,7 +484,7 @@ def serve(srv: MemoryServer) -> None:
     sleeping = (f"a sleep cycle every {sleeper.every:g}s, budget "
                 f"{'none' if sleeper.budget is None else f'{sleeper.budget:g}s'}"
                 if sleeper is not None else "no sleep cycles")
-    sys.stderr.write(f"latentmem: serving {srv.mem.home} on {srv.url} ({sleeping}); "
+    sys.stderr.write(f"latentmem: serving {srv.mem.location} on {srv.url} ({sleeping}); "
                      "no authentication; Ctrl-C stops\n")
     sys.stderr.flush()
     in_main = threading.current_thread() is threading.main_thread()

@@ -8,6 +8,7 @@ a new one is a module and a line, not a change to the engine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from latentmem.store.base import Store
 
 DB_FILE = "memory.db"
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def is_url(location: Path | str) -> bool:

@@ -46,6 +46,7 @@ from latentmem.errors import (
     NotFoundError,
     StoreError,
 )
+from latentmem.store import redacted
 from latentmem.store.base import LightRow, Scope, StoredRow, column_values
 from latentmem.store.codec import DEFAULT_TIER, VectorCodec, check_tier
 from latentmem.store.lexicon import K1, B, Lexicon, affordable, query_words
@@ -76,15 +77,6 @@ _SELECT_V = f"SELECT rowid, {_COLUMNS}, vector::vector FROM lm_records"
 _LIGHT = ("SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time, importance, "
           "access_count, vector::vector, valid_to, length(text), strpos(text, '?') > 0 "
           "FROM lm_records")
-
-
-def is_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def _where(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:

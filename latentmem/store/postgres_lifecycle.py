@@ -274,6 +274,10 @@ class PgLifecycle(PgScans):
         rows = self._fetch("SELECT state FROM lm_models WHERE user_id = '' AND name = %s", (name,))
         return None if not rows else str(rows[0][0])
 
+    def lock_model(self, name: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('latentmem:model:' || %s))", (name,))
+
     def delete_models(self, names: Sequence[str]) -> None:
         self._exec("DELETE FROM lm_models WHERE user_id = '' AND name = ANY(%s)", (list(names),))
 

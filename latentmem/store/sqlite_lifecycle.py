@@ -302,6 +302,9 @@ class LifecycleSQL(ScanSQL):
 
     # -- learned state ---------------------------------------------------------------
 
+    def lock_model(self, name: str) -> None:
+        """A write transaction (BEGIN IMMEDIATE) already excludes every other writer."""
+
     def delete_models(self, names: Sequence[str]) -> None:
         with self.transaction() as conn:
             conn.executemany("DELETE FROM models WHERE name = ?", [(n,) for n in names])
