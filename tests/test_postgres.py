@@ -77,6 +77,25 @@ def test_bm25_equals_sqlites(pg_url: str, tmp_path: Path) -> None:
             assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-9), query
 
 
+def test_bm25_keeps_the_same_affordable_terms_as_sqlite(pg_url: str, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    """Past the postings budget both backends score the same words (counts past the cap
+    are made exact where they decide)."""
+    from latentmem.store import postgres, sqlite
+
+    monkeypatch.setattr(postgres, "BM25_POSTINGS", 3)
+    monkeypatch.setattr(sqlite, "BM25_POSTINGS", 3)
+    with Memory(pg_url, embedder="hash") as pg, Memory(tmp_path / "s", embedder="hash") as lite:
+        for m in (pg, lite):
+            m.add(TEXTS * 2, user_id="ana")
+        for query in ("Lisbon river running cat Bea", "my the cat Lisbon", "running river Lisbon",
+                      "Bea nurse Porto hospital shifts night"):
+            a = pg.store.bm25(query, pg.core.scope("ana"), 20)
+            b = lite.store.bm25(query, lite.core.scope("ana"), 20)
+            assert [r for r, _ in a] == [r for r, _ in b], query
+            assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-9), query
+
+
 def test_search_matches_sqlite_on_the_same_data(pg_url: str, tmp_path: Path) -> None:
     with Memory(pg_url, embedder="hash") as pg, Memory(tmp_path / "s", embedder="hash") as lite:
         for m in (pg, lite):
