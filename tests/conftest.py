@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from latentmem import Memory  # noqa: E402
+from latentmem.bench.pgserver import with_database  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LOCOMO_DEV = SHARED_DATA / "locomo" / "locomo10_dev.json"
@@ -50,16 +51,11 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             conn.execute("CREATE DATABASE lm_template")
         from latentmem.store.postgres import PostgresStore
 
-        PostgresStore(_database(base, "lm_template")).close()
+        PostgresStore(with_database(base, "lm_template")).close()
     except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip
         pytest.skip(f"PostgreSQL could not start here ({type(exc).__name__}: {exc}); "
                     "the PostgreSQL half of the suite did not run")
     yield base
-
-
-def _database(base: str, name: str) -> str:
-    head, _, tail = base.partition("?")
-    return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{tail}" if tail else "")
 
 
 @pytest.fixture
@@ -70,7 +66,7 @@ def pg_url(pg_server: str) -> Iterator[str]:
     name = f"lm_test_{os.getpid()}_{next(_databases)}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE lm_template")
-    yield _database(pg_server, name)
+    yield with_database(pg_server, name)
     with psycopg.connect(pg_server, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
