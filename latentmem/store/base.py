@@ -58,6 +58,24 @@ class Scope:
         return self.agent_id is not None or self.session_id is not None or self.until is not None
 
 
+def scope_condition(scope: Scope, alias: str = "", mark: str = "?") -> tuple[str, list[Any]]:
+    """The SQL condition (and its parameters, placeholders ``mark``) that keeps a query
+    inside ``scope``; both backends' statements use it."""
+    p = f"{alias}." if alias else ""
+    clauses = [f"{p}user_id = {mark}"]
+    params: list[Any] = [scope.user_id]
+    if scope.agent_id is not None:
+        clauses.append(f"{p}agent_id = {mark}")
+        params.append(scope.agent_id)
+    if scope.session_id is not None:
+        clauses.append(f"{p}session_id = {mark}")
+        params.append(scope.session_id)
+    if scope.until is not None:  # what was said by then, and not yet superseded then
+        clauses.append(f"{p}event_time <= {mark} AND ({p}valid_to IS NULL OR {p}valid_to > {mark})")
+        params += [scope.until, scope.until]
+    return " AND ".join(clauses), params
+
+
 def _at_or_before(when: datetime | float | None, until: float) -> bool:
     if when is None:
         return False

@@ -47,7 +47,7 @@ from latentmem.errors import (
     StoreError,
 )
 from latentmem.store import redacted
-from latentmem.store.base import LightRow, Scope, StoredRow, column_values
+from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
 from latentmem.store.codec import DEFAULT_TIER, VectorCodec, check_tier
 from latentmem.store.lexicon import K1, B, Lexicon, affordable, query_words
 from latentmem.store.postgres_lifecycle import PgLifecycle
@@ -80,19 +80,7 @@ _LIGHT = ("SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time,
 
 
 def _where(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
-    p = f"{alias}." if alias else ""
-    clauses = [f"{p}user_id = %s"]
-    params: list[Any] = [scope.user_id]
-    if scope.agent_id is not None:
-        clauses.append(f"{p}agent_id = %s")
-        params.append(scope.agent_id)
-    if scope.session_id is not None:
-        clauses.append(f"{p}session_id = %s")
-        params.append(scope.session_id)
-    if scope.until is not None:
-        clauses.append(f"{p}event_time <= %s AND ({p}valid_to IS NULL OR {p}valid_to > %s)")
-        params += [scope.until, scope.until]
-    return " AND ".join(clauses), params
+    return scope_condition(scope, alias, "%s")
 
 
 def migrations() -> list[tuple[int, str]]:

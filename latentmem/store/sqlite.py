@@ -25,7 +25,7 @@ import numpy as np
 from latentmem.config import DURABILITY
 from latentmem.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 from latentmem.inputs import index_text_for
-from latentmem.store.base import LightRow, Scope, StoredRow, column_values
+from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.embed_cache import EmbeddingCache
 from latentmem.store.lexicon import affordable, query_words
@@ -52,20 +52,7 @@ BM25_POSTINGS = 5_000
 
 
 def _where(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
-    """The SQL condition (and its parameters) that keeps a query inside ``scope``."""
-    p = f"{alias}." if alias else ""
-    clauses = [f"{p}user_id = ?"]
-    params: list[Any] = [scope.user_id]
-    if scope.agent_id is not None:
-        clauses.append(f"{p}agent_id = ?")
-        params.append(scope.agent_id)
-    if scope.session_id is not None:
-        clauses.append(f"{p}session_id = ?")
-        params.append(scope.session_id)
-    if scope.until is not None:  # what was said by then, and not yet superseded then
-        clauses.append(f"{p}event_time <= ? AND ({p}valid_to IS NULL OR {p}valid_to > ?)")
-        params += [scope.until, scope.until]
-    return " AND ".join(clauses), params
+    return scope_condition(scope, alias, "?")
 
 
 _LIGHT = (
