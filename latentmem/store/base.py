@@ -124,6 +124,12 @@ class Event:
     undoable: bool
     undone_at: float | None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Event:
+        """From (seq, at, cycle, action, record id, user id, reason, undoable, undone at)."""
+        return cls(int(row[0]), float(row[1]), row[2], row[3], row[4], row[5], row[6],
+                   bool(row[7]), row[8])
+
     def to_dict(self) -> dict[str, Any]:
         when = from_ts(self.at)
         undone = from_ts(self.undone_at)
@@ -168,6 +174,22 @@ def column_values(changes: dict[str, Any]) -> dict[str, Any]:
             sets[key] = to_ts(sets[key])
     sets["updated_at"] = time.time()
     return sets
+
+
+def events_query(table: str, columns: str, mark: str, record_id: str | None, cycle: str | None,
+                 user_id: str | None, limit: int | None,
+                 newest_first: bool) -> tuple[str, list[Any]]:
+    """``Journal.events``' statement for either backend (placeholders ``mark``)."""
+    clauses, params = [], []
+    for column, value in (("record_id", record_id), ("cycle", cycle), ("user_id", user_id)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT {columns} FROM {table}{where} ORDER BY seq{' DESC' if newest_first else ''}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql, params
 
 
 # (record id, user id, reason, undo payload): one event of ``Journal.log_events``.

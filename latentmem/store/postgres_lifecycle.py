@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latentmem.errors import NotFoundError
-from latentmem.store.base import Entry, Event
+from latentmem.store.base import Entry, Event, events_query
 from latentmem.store.codec import VectorCodec
 from latentmem.store.formats.records import record_from_dict
 from latentmem.types import Edge, Record
@@ -27,11 +27,6 @@ _EVENT_COLS = ("seq, at, cycle, action, record_id, nullif(user_id, ''), reason, 
 _TABLES = ("lm_records", "lm_edges", "lm_history", "lm_events", "lm_feedback", "lm_models",
            "lm_archive", "lm_accesses", "lm_entity_mentions", "lm_user_stats", "lm_embed_cache",
            "lm_meta")
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(int(row[0]), float(row[1]), row[2], row[3], row[4], row[5], row[6],
-                 bool(row[7]), row[8])
 
 
 def _vec(value: Any) -> np.ndarray:
@@ -234,23 +229,16 @@ class PgLifecycle(PgScans):
     def events(self, *, record_id: str | None = None, cycle: str | None = None,
                user_id: str | None = None, limit: int | None = None,
                newest_first: bool = False) -> list[Event]:
-        clauses, params = [], []
-        for column, value in (("record_id", record_id), ("cycle", cycle), ("user_id", user_id)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                params.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_EVENT_COLS} FROM lm_events{where} ORDER BY seq{' DESC' if newest_first else ''}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [_event(r) for r in self._fetch(sql, params)]
+        sql, params = events_query("lm_events", _EVENT_COLS, "%s", record_id, cycle, user_id,
+                                   limit, newest_first)
+        return [Event.from_row(r) for r in self._fetch(sql, params)]
 
     def event(self, seq: int) -> tuple[Event, dict[str, Any] | None]:
         rows = self._fetch(f"SELECT {_EVENT_COLS}, undo FROM lm_events WHERE seq = %s", (seq,))
         if not rows:
             raise NotFoundError(f"no lifecycle event #{seq}")
         row = rows[0]
-        return _event(row[:9]), row[9]
+        return Event.from_row(row[:9]), row[9]
 
     def mark_undone(self, seq: int) -> None:
         self._exec("UPDATE lm_events SET undone_at = %s, undo = NULL WHERE seq = %s",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latentmem.errors import NotFoundError
-from latentmem.store.base import Entry, Event
+from latentmem.store.base import Entry, Event, events_query
 from latentmem.store.codec import VectorCodec
 from latentmem.store.formats.records import record_from_dict
 from latentmem.types import Edge, Record, from_ts, iso
@@ -75,11 +75,6 @@ FTS_MERGE_PAGES = 64
 # without). A process that crashes mid-run leaves it off until the next cycle's optimise
 # phase puts it back; meanwhile FTS5's 'crisismerge' (16 segments a level) still bounds it.
 FTS_AUTOMERGE = 4
-
-
-def _event(row: Sequence[Any]) -> Event:
-    return Event(int(row[0]), float(row[1]), row[2], row[3], row[4], row[5], row[6],
-                 bool(row[7]), row[8])
 
 
 class ScanSQL:
@@ -266,23 +261,16 @@ class LifecycleSQL(ScanSQL):
     def events(self, *, record_id: str | None = None, cycle: str | None = None,
                user_id: str | None = None, limit: int | None = None,
                newest_first: bool = False) -> list[Event]:
-        clauses, params = [], []
-        for column, value in (("record_id", record_id), ("cycle", cycle), ("user_id", user_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY seq{' DESC' if newest_first else ''}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [_event(r) for r in self._fetch(sql, params)]
+        sql, params = events_query("events", _EVENT_COLS, "?", record_id, cycle, user_id,
+                                   limit, newest_first)
+        return [Event.from_row(r) for r in self._fetch(sql, params)]
 
     def event(self, seq: int) -> tuple[Event, dict[str, Any] | None]:
         rows = self._fetch(f"SELECT {_EVENT_COLS}, undo FROM events WHERE seq = ?", (seq,))
         if not rows:
             raise NotFoundError(f"no lifecycle event #{seq}")
         row = rows[0]
-        return _event(row[:9]), (json.loads(row[9]) if row[9] is not None else None)
+        return Event.from_row(row[:9]), (json.loads(row[9]) if row[9] is not None else None)
 
     def mark_undone(self, seq: int) -> None:
         with self.transaction() as conn:
