@@ -32,6 +32,19 @@ class InputTooLargeError(InvalidInputError):
     http_status = 413
 
 
+class UnauthorizedError(LatentMemError):
+    """No API key, or one that is unknown or revoked (the server's 401)."""
+
+    http_status = 401
+
+
+class ForbiddenError(LatentMemError):
+    """The key is valid but may not do this: a read-only key writing, a key acting for a
+    user outside its list, a tenant key asking for an admin's endpoint."""
+
+    http_status = 403
+
+
 class NotFoundError(LatentMemError, KeyError):
     http_status = 404
 

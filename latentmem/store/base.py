@@ -8,7 +8,8 @@ these protocols only, never a connection or a statement. The roles:
 - ``Journal``: per-memory history and the lifecycle's event journal;
 - ``ModelState``: what learned parts keep (controller, topics, feedback, accesses);
 - ``Archive``: archived memories, which an undo brings back;
-- ``Maintenance``: snapshots for long scans, bulk-write pacing, compaction.
+- ``Maintenance``: snapshots for long scans, bulk-write pacing, compaction;
+- ``Keys``: the server's API keys (hashes only; ``store/keys.py``).
 
 Transactions: ``with store.transaction():`` makes every store write inside it one
 atomic unit; a write method called outside one is its own transaction. What a
@@ -33,6 +34,7 @@ import numpy as np
 
 from latentmem.errors import StoreError
 from latentmem.store.codec import VectorCodec
+from latentmem.store.keys import ApiKey
 from latentmem.types import Edge, Record, from_ts, to_ts
 
 
@@ -473,5 +475,15 @@ class Maintenance(Scans, Protocol):
         ...
 
 
-class Store(Records, TextIndex, Edges, Journal, ModelState, Archive, Maintenance, Protocol):
+class Keys(Protocol):
+    def add_key(self, key: ApiKey) -> None: ...
+
+    def api_key(self, key_id: str) -> ApiKey | None: ...
+
+    def api_keys(self) -> list[ApiKey]: ...
+
+    def revoke_key(self, key_id: str, at: float) -> bool: ...
+
+
+class Store(Records, TextIndex, Edges, Journal, ModelState, Archive, Maintenance, Keys, Protocol):
     """Every role: what a backend implements."""

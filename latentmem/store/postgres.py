@@ -49,6 +49,7 @@ from latentmem.errors import (
 from latentmem.store import redacted
 from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
 from latentmem.store.codec import DEFAULT_TIER, VectorCodec, check_tier
+from latentmem.store.keys import KeyTable
 from latentmem.store.lexicon import K1, B, Lexicon, affordable, query_words
 from latentmem.store.postgres_lifecycle import PgLifecycle
 from latentmem.types import Edge, Record, from_ts, to_ts
@@ -93,7 +94,10 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
-class PostgresStore(PgLifecycle):
+class PostgresStore(PgLifecycle, KeyTable):
+    _KEYS_TABLE = "lm_api_keys"
+    _MARK = "%s"
+
     def __init__(self, url: str, durability: str = "full", pool_size: int = 8) -> None:
         self.url = url
         self.lock = threading.RLock()

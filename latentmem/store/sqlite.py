@@ -28,6 +28,7 @@ from latentmem.inputs import index_text_for
 from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.embed_cache import EmbeddingCache
+from latentmem.store.keys import KeyTable
 from latentmem.store.lexicon import affordable, query_words
 from latentmem.store.migrate import migrate
 from latentmem.store.sqlite_lifecycle import LifecycleSQL
@@ -78,7 +79,7 @@ def _unless_derived(value: str | None, derived: str) -> str | None:
 _TEXT_EVENTS = frozenset({"ADD", "IMPORT", "MERGE", "RESTORE", "UPDATE"})
 
 
-class SQLiteStore(LifecycleSQL):
+class SQLiteStore(LifecycleSQL, KeyTable):
     def __init__(self, path: str | Path, durability: str = "full") -> None:
         """``durability``: "full" (fsync at every commit: an acknowledged write survives power
         loss) or "normal" (WAL without that fsync: it survives the process dying only)."""
