@@ -68,6 +68,8 @@ def test_merge_lossy_is_the_normalised_weighted_mean(mem: Memory) -> None:
     lambda m, ids: m.demote([]),
     lambda m, ids: m.demote(["nope"]),
     lambda m, ids: m.undo(12345),
+    lambda m, ids: m.undo(2**70),  # past what a store can number
+    lambda m, ids: m.undo(0),
     lambda m, ids: m.undo("1"),
     lambda m, ids: m.sleep(budget=-1),
     lambda m, ids: m.sleep(phases=["dream"]),

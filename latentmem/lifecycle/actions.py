@@ -325,6 +325,8 @@ def undo(core: Core, seq: int, user_id: str | None = None) -> journal.Event:
     ``user_id``: only that user's events (another's is "no lifecycle event")."""
     if isinstance(seq, bool) or not isinstance(seq, int):
         raise InvalidInputError(f"event must be an integer, found {seq!r}")
+    if not 1 <= seq <= journal.MAX_EVENT:
+        raise NotFoundError(f"no lifecycle event #{seq}")
     user = check_scope_value("user_id", user_id)
     event, payload = core.store.event(seq)
     if user is not None and event.user_id != user:

@@ -21,6 +21,8 @@ from typing import Any
 
 from latentmem.store.base import Entry, Event, Journal
 
+MAX_EVENT = 2**63 - 1  # event numbers count from 1; past this no store can hold one
+
 __all__ = ["Entry", "Event", "for_record", "get", "of_cycle", "recent"]
 
 
