@@ -288,18 +288,63 @@ def cmd_audit_inversion(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from latentmem import server
 
+    llm = {"url": args.llm_url, "key": args.llm_key or os.environ.get("LATENTMEM_LLM_KEY"),
+           "model": args.llm_model}
     with _open(args) as m:
         try:
             srv = server.make_server(m, args.host, args.port, log_requests=True,
+                                     insecure=args.insecure_no_auth,
                                      sleep_every=None if args.no_sleep else args.sleep_every,
-                                     sleep_budget=args.sleep_budget)
+                                     sleep_budget=args.sleep_budget, llm=llm)
         except OSError as exc:  # the port is taken, the address is not this machine's, ...
             sys.stderr.write(f"latentmem: cannot listen on {args.host}:{args.port}: {exc}\n")
             return 1
+        if not args.insecure_no_auth and not m.store.api_keys():
+            sys.stderr.write("latentmem: no API key exists yet: make one with `latentmem keys "
+                             "create --tenant NAME` (every request needs one)\n")
         # Load the model before the first request rather than during it (~3 s); past the
         # store's embedding cache, which should hold only what was remembered.
         getattr(m.embedder, "inner", m.embedder).embed_batch(["warm up"])
         server.serve(srv)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from latentmem.server import keys
+
+    with _open(args) as m:
+        if args.keys_command == "create":
+            token, row = keys.create(m.store, args.tenant, args.users, read_only=args.read_only,
+                                     admin=args.admin, label=args.label)
+            _emit(args, {**row.to_dict(), "key": token}, lambda: print(
+                f"{token}\n(key {row.id} for tenant {row.tenant!r}; shown once, stored only "
+                "as a hash: keep it now)"))
+        elif args.keys_command == "list":
+            rows = [k.to_dict() for k in m.store.api_keys()]
+
+            def human() -> None:
+                for k in rows:
+                    flags = [f for f, on in (("admin", k["admin"]), ("read-only", k["read_only"]),
+                                             ("REVOKED", k["revoked_at"] is not None)) if on]
+                    users = "all users" if k["users"] is None else ",".join(k["users"])
+                    print(f"{k['id']}  tenant={k['tenant']}  {users}  {' '.join(flags)}  "
+                          f"{k['label']}")
+            _emit(args, rows, human)
+        else:
+            row = keys.revoke(m.store, args.key_id)
+            _emit(args, row.to_dict(), lambda: print(
+                f"revoked {row.id}; servers sharing this store refuse it within "
+                f"{keys.REVOCATION_TTL:g} s"))
+    return 0
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from latentmem.server import mcp_server
+    from latentmem.tenancy import UNRESTRICTED, Principal, check_tenant
+
+    who = UNRESTRICTED if args.tenant is None else Principal(check_tenant(args.tenant))
+    with _open(args) as m:
+        mcp_server.run_stdio(m, who)
     return 0
 
 
@@ -414,16 +459,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", parents=[common],
                        help="HTTP JSON API over the store, with background sleep cycles")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; the API has no authentication)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="no API keys, plain user ids (local development only: refused unless "
+                        "bound to a loopback address)")
     sleeping = p.add_mutually_exclusive_group()
     sleeping.add_argument("--sleep-every", type=duration, default=600.0, metavar="DURATION",
                           help="run a sleep cycle this often (default 10m)")
     sleeping.add_argument("--no-sleep", action="store_true", help="no background sleep cycles")
     p.add_argument("--sleep-budget", type=duration, default=30.0, metavar="DURATION",
                    help="time budget of each cycle, and of POST /v1/sleep without one (default 30s)")
+    p.add_argument("--llm-url", default=None, metavar="URL",
+                   help="the chat proxy's upstream, an OpenAI-compatible base URL "
+                        "(e.g. http://localhost:11434/v1 for Ollama)")
+    p.add_argument("--llm-key", default=None, metavar="KEY",
+                   help="the upstream's API key (or LATENTMEM_LLM_KEY)")
+    p.add_argument("--llm-model", default=None, metavar="NAME",
+                   help="the model to ask upstream when a request names none")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("keys", parents=[common], help="API keys of `latentmem serve`")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=_Parser)
+    keys_sub.required = True
+    k = keys_sub.add_parser("create", help="make a key (shown once)")
+    k.add_argument("--home", default=argparse.SUPPRESS, help="store: a directory or a URL")
+    k.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                   help="machine-readable output")
+    k.add_argument("--tenant", required=True, help="the tenant the key belongs to")
+    k.add_argument("--user", dest="users", action="append", default=None, metavar="USER",
+                   help="a user the key may act for (repeatable; default: all of the tenant's)")
+    k.add_argument("--read-only", action="store_true", help="reads only")
+    k.add_argument("--admin", action="store_true",
+                   help="may manage keys, see store-wide stats and run sleep cycles")
+    k.add_argument("--label", default="", help="a note shown by `keys list`")
+    keys_sub.add_parser("list", parents=[common], help="every key (never the secret)")
+    k = keys_sub.add_parser("revoke", parents=[common], help="revoke a key by its id")
+    k.add_argument("key_id", metavar="ID")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("mcp", parents=[common],
+                       help="an MCP server on stdio (for desktop MCP clients) over the store")
+    p.add_argument("--tenant", default=None,
+                   help="act inside this tenant (as a server key of it would); default: plain "
+                        "user ids")
+    p.set_defaults(func=cmd_mcp)
 
     try:
         from latentmem.bench.cli import register

@@ -1,5 +1,6 @@
-"""The HTTP API (latentmem/server/): a real server on 127.0.0.1, port 0, in a thread,
-over a real store with the hash embedder, driven with real HTTP through urllib."""
+"""The REST API (latentmem/server/): a real uvicorn server on 127.0.0.1, port 0, in a
+thread, over a real store with the hash embedder, driven with real HTTP (httpx, raw
+sockets). Tenants and keys are in test_server_isolation.py; the fuzzer in test_fuzz.py."""
 
 from __future__ import annotations
 
@@ -13,55 +14,57 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from latentmem import Memory
 from latentmem.cli import main
-from latentmem.errors import StoreError
+from latentmem.errors import InvalidInputError, StoreError
 from latentmem.lifecycle import journal
-from latentmem.server import MAX_BODY, MemoryServer, make_server
+from latentmem.server import MAX_BODY, MemoryServer, keys, make_server
 
 DEADLINE_S = 30.0  # generous: a slow machine must not fail a test that only waits
 
 
 class Api:
-    def __init__(self, srv: MemoryServer, mem: Memory) -> None:
-        self.srv, self.mem, self.url = srv, mem, srv.url
+    """Real HTTP (httpx, keep-alive) with an admin key of the tenant ``acme``."""
+
+    def __init__(self, srv: MemoryServer, mem: Memory, key: str) -> None:
+        self.srv, self.mem, self.url, self.key = srv, mem, srv.url, key
+        self.http = httpx.Client(base_url=srv.url, timeout=DEADLINE_S)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.srv.sock.getsockname()[:2]
+        return str(host), int(port)
 
     def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+             headers: dict[str, str] | None = None, key: str | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        sent = {"Authorization": f"Bearer {key or self.key}"}
         if data is not None:
-            req.add_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            req.add_header(name, value)
-        try:
-            with urllib.request.urlopen(req, timeout=DEADLINE_S) as resp:
-                return resp.status, json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read().decode("utf-8"))
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
+        resp = self.http.request(method, path, content=data, headers=sent)
+        return resp.status_code, resp.json()
 
 
-def _start(mem: Memory, **kwargs: Any) -> tuple[MemoryServer, threading.Thread]:
-    srv = make_server(mem, "127.0.0.1", 0, **kwargs)
-    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)  # quick stop
-    thread.start()
-    return srv, thread
+def _start(mem: Memory, **kwargs: Any) -> MemoryServer:
+    return make_server(mem, "127.0.0.1", 0, **kwargs).start()
 
 
 @pytest.fixture
 def api(mem: Memory) -> Iterator[Api]:
-    srv, thread = _start(mem)
-    yield Api(srv, mem)
+    key, _ = keys.create(mem.store, "acme", admin=True)
+    srv = _start(mem)
+    client = Api(srv, mem, key)
+    yield client
+    client.http.close()
     srv.stop()
-    thread.join(DEADLINE_S)
 
 
 def _poll(condition: Any, what: str) -> Any:
@@ -83,7 +86,8 @@ def test_add_search_context_get_feedback_delete(api: Api, tmp_path: Path) -> Non
     rid = receipt["ids"][0]
     # Acknowledged means committed: another connection sees it at once.
     with sqlite3.connect(tmp_path / "store" / "memory.db") as other:
-        assert other.execute("SELECT count(*) FROM records WHERE id = ?", (rid,)).fetchone()[0] == 1
+        assert other.execute("SELECT user_id FROM records WHERE id = ?", (rid,)).fetchall() == [
+            ("acme:ana",)]  # stored inside the key's tenant
     status, receipt = api.call("POST", "/v1/add", {
         "messages": [{"role": "user", "content": "I adopted a dog called Pastel", "name": "Ana"},
                      {"role": "assistant", "content": "Lovely name!"}],
@@ -109,26 +113,75 @@ def test_add_search_context_get_feedback_delete(api: Api, tmp_path: Path) -> Non
     assert status == 200 and "Lisbon" in ctx["text"] and 0 < ctx["used_tokens"] <= 200
     assert rid in [item["id"] for item in ctx["items"]] and isinstance(ctx["omitted"], list)
 
-    status, rec = api.call("GET", f"/v1/memories/{rid}?user_id=ana")
+    status, rec = api.call("GET", f"/v1/memories/{rid}")
     assert status == 200 and rec["text"] == "I moved to Lisbon in May 2023"
-    assert rec["metadata"] == {"source": "chat"} and "vector" not in rec
+    assert rec["metadata"] == {"source": "chat"} and rec["vector"] is None
+    assert rec["user_id"] == "ana"
     status, rec = api.call("GET", f"/v1/memories/{rid}?vector=true")
     assert status == 200 and len(rec["vector"]) == api.mem.dim
     status, hist = api.call("GET", f"/v1/memories/{rid}/history")
     assert status == 200 and [e["event"] for e in hist["events"]] == ["ADD"]
 
-    status, fb = api.call("POST", "/v1/feedback", {"id": rid, "useful": True, "user_id": "ana"})
+    status, fb = api.call("POST", "/v1/feedback", {"id": rid, "useful": True})
     assert status == 200 and fb["id"] == rid and 0.0 <= fb["importance"] <= 1.0
     assert api.mem.get(rid).importance == pytest.approx(fb["importance"])
 
-    status, done = api.call("DELETE", f"/v1/memories/{rid}?user_id=ana")
+    status, rec = api.call("PATCH", f"/v1/memories/{rid}", {"text": "I moved to Porto in May 2023",
+                                                           "importance": 0.9})
+    assert status == 200 and rec["text"].endswith("Porto in May 2023") and rec["importance"] == 0.9
+    status, hist = api.call("GET", f"/v1/memories/{rid}/history")
+    assert [e["event"] for e in hist["events"]] == ["ADD", "UPDATE"]
+
+    status, done = api.call("DELETE", f"/v1/memories/{rid}")
     assert status == 200 and done == {"deleted": 1}
-    status, err = api.call("GET", f"/v1/memories/{rid}?user_id=ana")
+    status, err = api.call("GET", f"/v1/memories/{rid}")
     assert status == 404 and err["error"] == "NotFoundError" and rid in err["message"]
     status, stats = api.call("GET", "/v1/stats")
-    assert status == 200 and stats["per_user"] == {"ana": 2, "bob": 1}
+    assert status == 200 and stats["per_user"] == {"ana": 2, "bob": 1} and stats["tenant"] == "acme"
+    assert stats["store"]["records"] == 3  # an admin key also sees the store's
     status, health = api.call("GET", "/health")
-    assert status == 200 and health["status"] == "ok" and health["sleep"] is None
+    assert status == 200 and health["status"] == "ok"
+    assert api.call("GET", "/v1/sleep")[1] == {"running": False, "every": None, "budget": None,
+                                             "cycles": 0, "errors": 0, "last_cycle": None,
+                                             "last_error": None}
+
+
+def test_list_pages_export_import_and_delete_user(api: Api) -> None:
+    ids = api.mem.add([f"note {i} about the garden" for i in range(7)], user_id="acme:ana").ids
+    api.mem.add("bob's own note", user_id="acme:bob")
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = "/v1/memories?user_id=ana&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        status, page = api.call("GET", query)
+        assert status == 200 and len(page["memories"]) <= 3
+        seen += [m["id"] for m in page["memories"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids and pages == 3
+    assert api.call("GET", "/v1/memories?user_id=ana&cursor=bm9wZQ")[0] == 400
+
+    status, dump = api.call("GET", "/v1/users/ana/export")
+    assert status == 200 and dump["manifest"]["count"] == 7 and len(dump["edges"]) == 6
+    assert {r["user_id"] for r in dump["records"]} == {"ana"}
+    assert len(dump["records"][0]["vector"]) == api.mem.dim
+    status, done = api.call("DELETE", "/v1/users/ana")
+    assert (status, done) == (200, {"deleted": 7})
+    assert api.call("GET", "/v1/memories?user_id=ana")[1]["memories"] == []
+    assert api.mem.store.history(ids[0])[0]["new_text"] is None  # no text is left behind
+    body = {k: dump[k] for k in ("manifest", "records", "edges")}
+    status, done = api.call("POST", "/v1/users/carla/import", body)
+    assert (status, done) == (200, {"imported": 7})
+    assert [r.text for r in api.mem.all("acme:carla")] == [f"note {i} about the garden"
+                                                           for i in range(7)]
+    status, err = api.call("POST", "/v1/users/carla/import", body)  # the ids exist now
+    assert status == 409 and len(api.mem.all("acme:carla")) == 7
+    status, done = api.call("POST", "/v1/users/carla/import", {**body, "on_conflict": "skip"})
+    assert (status, done) == (200, {"imported": 0})
+    bad = {**body, "records": [{**body["records"][0], "id": "new-one", "vector": [1.0]}]}
+    assert api.call("POST", "/v1/users/dan/import", bad)[0] == 400
+    assert api.mem.all("acme:dan") == []
 
 
 def test_sleep_explain_undo(api: Api) -> None:
@@ -139,13 +192,16 @@ def test_sleep_explain_undo(api: Api) -> None:
     assert status == 200 and report["cycle"].startswith("c-")
     assert report["phases"]["consolidate"]["merged"] > 0
     rid = receipt["ids"][0]
-    status, why = api.call("GET", f"/v1/memories/{rid}/explain?user_id=ana")
+    status, why = api.call("GET", f"/v1/memories/{rid}/explain")
     assert status == 200 and why["events"][0]["action"] == "archive"
     assert why["events"][0]["undoable"] and why["events"][0]["cycle"] == report["cycle"]
+    assert why["events"][0]["user_id"] == "ana"
     assert api.call("GET", f"/v1/memories/{rid}")[0] == 404  # archived
     seq = why["events"][0]["seq"]
-    assert api.call("POST", "/v1/undo", {"event": seq, "user_id": "bo"})[0] == 404
-    status, undone = api.call("POST", "/v1/undo", {"event": seq, "user_id": "ana"})
+    other, _ = keys.create(api.mem.store, "blue")
+    assert api.call("POST", "/v1/undo", {"event": seq}, key=other)[0] == 404
+    assert api.call("GET", f"/v1/memories/{rid}/explain", key=other)[0] == 404
+    status, undone = api.call("POST", "/v1/undo", {"event": seq})
     assert status == 200 and undone["undone_at"] and undone["seq"] == why["events"][0]["seq"]
     assert api.call("GET", f"/v1/memories/{rid}")[0] == 200
     status, again = api.call("POST", "/v1/undo", {"event": why["events"][0]["seq"]})
@@ -155,8 +211,8 @@ def test_sleep_explain_undo(api: Api) -> None:
 def _fingerprint(mem: Memory, rid: str) -> Any:
     mem.settle()
     stats = mem.stats()
-    return (stats, [r.to_dict() for r in mem.all("ana")], mem.store.history(rid),
-            [e.to_dict() for e in journal.recent(mem.store, 1000)])
+    return (stats, [r.to_dict() for r in mem.all("acme:ana")], mem.store.history(rid),
+            [e.to_dict() for e in journal.recent(mem.store, 1000)], mem.store.api_keys())
 
 
 BAD_REQUESTS = [
@@ -186,6 +242,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/add", {"messages": [{"role": "user", "content": "fine"},
                                       {"role": "user", "content": ""}]}, None, 400,
      "InvalidInputError"),
+    ("POST", "/v1/add", {"messages": [{"role": 5, "content": [1]}]}, None, 400, "InvalidInputError"),
     ("POST", "/v1/add", {"text": "x", "supersedes": "no-such-id", "user_id": "ana"}, None, 404,
      "NotFoundError"),
     ("POST", "/v1/add", {"text": "x" * 100_001}, None, 413, "InputTooLargeError"),
@@ -200,39 +257,47 @@ BAD_REQUESTS = [
     ("POST", "/v1/feedback", {"id": "{id}", "useful": "yes"}, None, 400, "InvalidInputError"),
     ("POST", "/v1/feedback", {"id": "{id}"}, None, 400, "InvalidInputError"),
     ("POST", "/v1/feedback", {"id": "no-such-id", "useful": True}, None, 404, "NotFoundError"),
-    ("POST", "/v1/feedback", {"id": "{id}", "useful": True, "user_id": "bob"}, None, 404,
-     "NotFoundError"),
     ("POST", "/v1/sleep", {"budget": -1}, None, 400, "InvalidInputError"),
     ("POST", "/v1/sleep", {"budget": "soon"}, None, 400, "InvalidInputError"),
     ("POST", "/v1/sleep", {"phases": ["dream"]}, None, 400, "InvalidInputError"),
     ("POST", "/v1/undo", {"event": "1"}, None, 400, "InvalidInputError"),
     ("POST", "/v1/undo", {"event": 99_999}, None, 404, "NotFoundError"),
+    ("POST", "/v1/undo", {"event": 2**70}, None, 400, "InvalidInputError"),
+    ("PATCH", "/v1/memories/{id}", {"text": ""}, None, 400, "InvalidInputError"),
+    ("PATCH", "/v1/memories/{id}", {"importance": -1}, None, 400, "InvalidInputError"),
+    ("PATCH", "/v1/memories/{id}", {"user_id": "bob"}, None, 400, "InvalidInputError"),
+    ("PATCH", "/v1/memories/no-such-id", {"text": "y"}, None, 404, "NotFoundError"),
     ("GET", "/v1/memories/no-such-id", None, None, 404, "NotFoundError"),
-    ("GET", "/v1/memories/{id}?user_id=bob", None, None, 404, "NotFoundError"),
     ("GET", "/v1/memories/{id}?colour=red", None, None, 400, "InvalidInputError"),
     ("GET", "/v1/memories/{id}?vector=maybe", None, None, 400, "InvalidInputError"),
-    ("GET", "/v1/memories/{id}?user_id=ana&user_id=bob", None, None, 400, "InvalidInputError"),
-    ("GET", "/v1/memories/{id}/history?user_id=bob", None, None, 404, "NotFoundError"),
+    ("GET", "/v1/memories?user_id=ana&user_id=bob", None, None, 400, "InvalidInputError"),
+    ("GET", "/v1/memories?limit=0", None, None, 400, "InvalidInputError"),
+    ("GET", "/v1/memories?cursor=%00", None, None, 400, "InvalidInputError"),
     ("GET", "/v1/memories/{id}/explain", None, None, 404, "NotFoundError"),
-    ("DELETE", "/v1/memories/{id}?user_id=bob", None, None, 404, "NotFoundError"),
     ("DELETE", "/v1/memories/no-such-id", None, None, 404, "NotFoundError"),
     ("DELETE", "/v1/memories/{id}?user_id=", None, None, 400, "InvalidInputError"),
+    ("POST", "/v1/users/ana/import", {"manifest": {}, "records": []}, None, 400, "InvalidInputError"),
+    ("POST", "/v1/keys", {"tenant": "no:colons"}, None, 400, "InvalidInputError"),
+    ("DELETE", "/v1/keys/000000000000", None, None, 404, "NotFoundError"),
     ("GET", "/v1/nope", None, None, 404, "RouteNotFoundError"),
     ("GET", "/v1/memories/{id}/", None, None, 404, "RouteNotFoundError"),
     ("GET", "/v1/add", None, None, 405, "MethodNotAllowedError"),
     ("DELETE", "/v1/stats", None, None, 405, "MethodNotAllowedError"),
     ("PUT", "/v1/memories/{id}", {"text": "y"}, None, 405, "MethodNotAllowedError"),
-    ("GET", "/v1/stats", b'{"a": 1}', None, 400, "InvalidInputError"),
     ("GET", "/v1/stats", None, {"Host": "memory.attacker.example"}, 403, "ForbiddenHostError"),
+    ("GET", "/v1/stats", None, {"Authorization": "Bearer lm_000000000000_" + "a" * 43}, 401,
+     "UnauthorizedError"),
+    ("GET", "/v1/stats", None, {"Authorization": "Basic YTpi"}, 401, "UnauthorizedError"),
 ]
 
 
+@pytest.mark.sqlite_only  # the routes' checks; the store under them is tested on both backends
 @pytest.mark.parametrize(("method", "path", "body", "headers", "status", "kind"), BAD_REQUESTS,
                          ids=[f"{r[0]} {r[1]} {r[4]} #{i}" for i, r in enumerate(BAD_REQUESTS)])
 def test_bad_requests_get_clear_errors_and_change_nothing(
         api: Api, method: str, path: str, body: Any, headers: dict[str, str] | None, status: int,
         kind: str) -> None:
-    rid = api.mem.add("I keep my spare key under the blue pot", user_id="ana").ids[0]
+    rid = api.mem.add("I keep my spare key under the blue pot", user_id="acme:ana").ids[0]
     path = path.replace("{id}", rid)
     if isinstance(body, dict):
         body = {k: rid if v == "{id}" else v for k, v in body.items()}
@@ -244,66 +309,84 @@ def test_bad_requests_get_clear_errors_and_change_nothing(
     assert _fingerprint(api.mem, rid) == before
 
 
-def test_oversized_and_chunked_bodies_are_refused(api: Api) -> None:
+def test_oversized_slow_and_chunked_bodies(api: Api) -> None:
     before = api.mem.stats()
     big = b'{"text": "' + b"a" * MAX_BODY + b'"}'
     status, err = api.call("POST", "/v1/add", raw=big)
     assert status == 413 and err["error"] == "InputTooLargeError" and str(MAX_BODY) in err["message"]
-    host, port = api.srv.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=DEADLINE_S)
-    conn.request("POST", "/v1/add", body=iter([b'{"text": "x"}']), encode_chunked=True,
-                 headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    host, port = api.address
+    auth = {"Content-Type": "application/json", "Transfer-Encoding": "chunked",
+            "Authorization": f"Bearer {api.key}"}
+    conn = http.client.HTTPConnection(host, port, timeout=DEADLINE_S)
+    conn.request("POST", "/v1/add", body=iter([b"[" * (1 << 20)] * 9), encode_chunked=True,
+                 headers=auth)
     resp = conn.getresponse()
-    assert resp.status == 411 and json.loads(resp.read())["error"] == "LengthRequiredError"
+    assert resp.status == 413 and json.loads(resp.read())["error"] == "InputTooLargeError"
     conn.close()
     assert api.mem.stats() == before
+    conn = http.client.HTTPConnection(host, port, timeout=DEADLINE_S)
+    conn.request("POST", "/v1/add", body=iter([b'{"text": "chunked', b' is fine"}']),
+                 encode_chunked=True, headers=auth)
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["ids"]
+    conn.close()
+
+
+def test_a_stalled_body_is_timed_out(mem: Memory) -> None:
+    key, _ = keys.create(mem.store, "acme")
+    srv = _start(mem, body_timeout=0.5)
+    try:
+        host, port = srv.sock.getsockname()[:2]
+        with socket.create_connection((host, port), timeout=DEADLINE_S) as sock:
+            sock.sendall(b"POST /v1/add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 100\r\nAuthorization: Bearer "
+                         + key.encode() + b"\r\n\r\n{\"text\": ")
+            head = sock.makefile("rb").readline()  # the server answers without the rest
+        assert head.startswith(b"HTTP/1.1 408")
+        assert mem.stats()["records"] == 0
+    finally:
+        srv.stop()
 
 
 def test_405_says_which_methods_are_allowed(api: Api) -> None:
-    host, port = api.srv.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=DEADLINE_S)
-    conn.request("PATCH", "/v1/memories/x", body=b'{"text": "y"}',
-                 headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    assert resp.status == 405 and resp.getheader("Allow") == "GET, DELETE"
-    assert resp.getheader("Content-Type") == "application/json; charset=utf-8"
-    conn.close()
+    resp = api.http.request("POST", "/v1/memories/x", headers={"Authorization": f"Bearer {api.key}"})
+    assert resp.status_code == 405 and set(resp.headers["Allow"].split(", ")) == {
+        "GET", "PATCH", "DELETE"}
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.json()["error"] == "MethodNotAllowedError"
 
 
 def test_http11_keeps_the_connection_and_answers_expect_continue(api: Api) -> None:
-    host, port = api.srv.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=DEADLINE_S)
+    host, port = api.address
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {api.key}"}
+    conn = http.client.HTTPConnection(host, port, timeout=DEADLINE_S)
     for text in ("first on this connection", "second on the same one"):
         conn.request("POST", "/v1/add", body=json.dumps({"text": text, "user_id": "u"}),
-                     headers={"Content-Type": "application/json"})
+                     headers=auth)
         resp = conn.getresponse()
         assert resp.status == 200 and resp.version == 11 and json.loads(resp.read())["ids"]
     conn.close()
     body = json.dumps({"text": "x" * 4000, "user_id": "u"}).encode()
-    with socket.create_connection((str(host), port), timeout=DEADLINE_S) as sock:
+    with socket.create_connection((host, port), timeout=DEADLINE_S) as sock:
         sock.sendall(b"POST /v1/add HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                     b"Authorization: Bearer " + api.key.encode() + b"\r\n"
                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
         reader = sock.makefile("rb")
         assert reader.readline().startswith(b"HTTP/1.1 100")  # before the body is sent
         assert reader.readline() == b"\r\n"
         sock.sendall(body)
         assert reader.readline().startswith(b"HTTP/1.1 200")
-    assert len(api.mem.all(user_id="u")) == 3
+    assert len(api.mem.all(user_id="acme:u")) == 3
 
 
-def test_malformed_requests_are_answered_in_json(api: Api) -> None:
-    with socket.create_connection(api.srv.server_address[:2], timeout=DEADLINE_S) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 101 + b"\r\n")
-        answer = sock.makefile("rb").read()
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 431") and json.loads(body)["error"] == "ProtocolError"
-    host, port = api.srv.server_address[:2]
-    conn = http.client.HTTPConnection(str(host), port, timeout=DEADLINE_S)
-    conn.request("HEAD", "/health")
-    resp = conn.getresponse()
-    assert resp.status == 405 and resp.getheader("Allow") == "GET" and resp.read() == b""
-    conn.close()
+def test_openapi_and_docs_are_served(api: Api) -> None:
+    spec = api.http.get("/openapi.json").json()
+    assert {"/v1/add", "/v1/search", "/v1/context", "/v1/memories", "/v1/memories/{id}",
+            "/v1/users/{user_id}", "/v1/users/{user_id}/export", "/v1/keys"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "400" in spec["paths"]["/v1/search"]["post"]["responses"]
+    assert api.http.get("/docs").status_code == 200
 
 
 def test_engine_failures_are_500s_with_a_kind(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,13 +412,15 @@ def test_concurrent_writes_and_searches(api: Api) -> None:
 
     def writer(n: int) -> None:
         try:
-            for i in range(10):
-                status, receipt = api.call("POST", "/v1/add", {"text": f"writer {n} note {i} about bees",
-                                                               "user_id": "ana"})
-                assert status == 200
-                ids.extend(receipt["ids"])
-                status, _ = api.call("POST", "/v1/search", {"query": "bees", "user_id": "ana"})
-                assert status == 200
+            with httpx.Client(base_url=api.url, timeout=DEADLINE_S,
+                              headers={"Authorization": f"Bearer {api.key}"}) as http_:
+                for i in range(10):
+                    resp = http_.post("/v1/add", json={"text": f"writer {n} note {i} about bees",
+                                                       "user_id": "ana"})
+                    assert resp.status_code == 200
+                    ids.extend(resp.json()["ids"])
+                    resp = http_.post("/v1/search", json={"query": "bees", "user_id": "ana"})
+                    assert resp.status_code == 200
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -351,31 +436,41 @@ def test_concurrent_writes_and_searches(api: Api) -> None:
 
 
 def test_background_sleep_runs_while_serving_and_stops(mem: Memory) -> None:
-    mem.add([f"turn {i} of a long day" for i in range(5)], user_id="ana")
-    mem.add([f"turn {i} of a long day!" for i in range(5)], user_id="ana")
+    mem.add([f"turn {i} of a long day" for i in range(5)], user_id="acme:ana")
+    mem.add([f"turn {i} of a long day!" for i in range(5)], user_id="acme:ana")
+    key, _ = keys.create(mem.store, "acme")
     before = set(threading.enumerate())
-    srv, thread = _start(mem, sleep_every=0.2, sleep_budget=5.0)
+    srv = _start(mem, sleep_every=0.2, sleep_budget=5.0)
     sleepers = [t for t in threading.enumerate() if t not in before and t.name == "latentmem-sleep"]
     try:
-        api = Api(srv, mem)
-        health = _poll(lambda: (h := api.call("GET", "/health")[1])["sleep"]["cycles"] and h,
+        api = Api(srv, mem, key)
+        status = _poll(lambda: (h := api.call("GET", "/v1/sleep")[1])["cycles"] and h,
                        "a background sleep cycle")
-        assert health["sleep"]["every"] == 0.2 and health["sleep"]["errors"] == 0
-        cycle = health["sleep"]["last_cycle"]
+        assert status["every"] == 0.2 and status["errors"] == 0 and status["running"]
+        cycle = status["last_cycle"]
         assert [e.action for e in journal.of_cycle(mem.store, cycle)][-1] == "sleep"
-        assert any(r.level == "merged" for r in mem.all("ana"))  # the cycle consolidated
+        assert any(r.level == "merged" for r in mem.all("acme:ana"))  # the cycle consolidated
         assert api.call("POST", "/v1/search", {"query": "long day", "user_id": "ana"})[0] == 200
+        assert api.call("POST", "/v1/sleep", {})[0] == 403  # a cycle spans tenants: admins only
+        api.http.close()
     finally:
         srv.stop()
-        thread.join(DEADLINE_S)
-    assert len(sleepers) == 1 and not sleepers[0].is_alive() and not thread.is_alive()
+    assert len(sleepers) == 1 and not sleepers[0].is_alive()
     with pytest.raises(OSError):  # the socket is closed
-        socket.create_connection(srv.server_address[:2], timeout=1).close()
+        socket.create_connection(api.address, timeout=1).close()
 
 
-def test_cli_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_cli_keys_and_serve_answer_and_stop_on_sigterm(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "LATENTMEM_EMBEDDER": "hash"}
+    made = subprocess.run([sys.executable, "-m", "latentmem.cli", "--home", str(home), "--json",
+                           "keys", "create", "--tenant", "acme", "--user", "ana", "--label", "ci"],
+                          capture_output=True, text=True, env=env, check=True)
+    key = json.loads(made.stdout)["key"]
+    listed = subprocess.run([sys.executable, "-m", "latentmem.cli", "--home", str(home), "keys",
+                             "list"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "tenant=acme" in listed and "ana" in listed and key.split("_")[2] not in listed
     proc = subprocess.Popen(
         [sys.executable, "-m", "latentmem.cli", "--home", str(home), "serve", "--port", "0",
          "--sleep-every", "0.2s", "--sleep-budget", "5s"],
@@ -385,24 +480,36 @@ def test_cli_serve_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline().decode()
-        assert "serving" in line and "no authentication" in line, line
+        assert "serving" in line and "API keys required" in line, line
         url = line.split(" on ", 1)[1].split()[0]
-        req = urllib.request.Request(url + "/v1/add", method="POST",
-                                     data=json.dumps({"text": "the spare key is under the pot",
-                                                      "user_id": "ana"}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=DEADLINE_S) as resp:
-            rid = json.loads(resp.read())["ids"][0]
+        resp = httpx.post(url + "/v1/add", json={"text": "the spare key is under the pot"},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=DEADLINE_S)
+        rid = resp.json()["ids"][0]
+        assert httpx.post(url + "/v1/add", json={"text": "x"}, timeout=DEADLINE_S).status_code == 401
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(DEADLINE_S) == 0
-        assert "stopping" in proc.stderr.read().decode()
+        assert "stopped" in proc.stderr.read().decode()
     finally:
         watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     with Memory(home, embedder="hash") as m:
-        assert m.get(rid).text == "the spare key is under the pot"
+        assert m.get(rid).text == "the spare key is under the pot" and m.get(rid).user_id == "acme:ana"
+        keys.revoke(m.store, key.split("_")[1])
+        with pytest.raises(Exception, match="unknown or revoked"):
+            keys.KeyRing(m.store).principal(f"Bearer {key}")
+
+
+def test_insecure_mode_is_loopback_only(mem: Memory, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InvalidInputError, match="loopback"):
+        make_server(mem, "0.0.0.0", 0, insecure=True)
+    srv = _start(mem, insecure=True)
+    try:
+        resp = httpx.post(srv.url + "/v1/add", json={"text": "plain ids", "user_id": "ana"})
+        assert resp.status_code == 200 and mem.get(resp.json()["ids"][0]).user_id == "ana"
+    finally:
+        srv.stop()
 
 
 def test_cli_serve_refuses_a_bad_port(tmp_path: Path, capsys: pytest.CaptureFixture[str],
