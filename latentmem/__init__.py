@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from latentmem.client import Client
 from latentmem.config import Config, ScoringWeights
 from latentmem.errors import (
     ConflictError,
@@ -18,6 +19,7 @@ from latentmem.types import Context, ContextItem, Edge, Hit, Receipt, Record
 __version__ = "0.1.0"
 
 __all__ = [
+    "Client",
     "Config",
     "ConflictError",
     "Context",
