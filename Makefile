@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test lint typecheck unit clean
+.PHONY: help install demo test lint typecheck unit fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ unit: $(STAMP) ## the tests that need no model (fast)
 
 test: $(STAMP) lint typecheck ## ruff, mypy, then every test (slow ones included)
 	$(BIN)/pytest -q
+
+fuzz: $(STAMP) ## a longer schema fuzz of the server, fresh randomness: make fuzz N=20000
+	LATENTMEM_FUZZ_EXAMPLES=$(or $(N),20000) LATENTMEM_FUZZ_SEED=$$(od -An -N4 -tu4 /dev/urandom) \
+		$(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
