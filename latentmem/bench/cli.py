@@ -243,7 +243,7 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_longmemeval)
 
-    from latentmem.bench import ablate, controller, fit_ranker, inversion, perf, storage
+    from latentmem.bench import ablate, controller, fit_ranker, inversion, perf, serve, storage
 
     perf.add_parser(sub)
     ablate.add_parser(sub)
@@ -251,3 +251,4 @@ def register(subparsers: Any) -> None:
     inversion.add_parser(sub)
     storage.add_parser(sub)
     fit_ranker.add_parser(sub)
+    serve.add_parser(sub)
