@@ -277,3 +277,16 @@ def test_http_insecure_mode_serves_plain_user_ids(tmp_path: Path) -> None:
     finally:
         srv.stop()
         mem.close()
+
+
+def test_building_the_server_leaves_the_applications_logging_alone(tmp_path: Path) -> None:
+    import logging
+
+    from latentmem.server import mcp_server
+    from latentmem.tenancy import UNRESTRICTED
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with Memory(tmp_path / "store", embedder="hash") as mem:
+        mcp_server.build(mem, lambda: UNRESTRICTED)
+    assert (root.handlers, root.level) == (handlers, level)

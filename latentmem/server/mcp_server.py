@@ -32,6 +32,7 @@ hand-written JSON-RPC server (the protocol moves fast; the SDK tracks it).
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -239,9 +240,15 @@ def build(mem: Memory, caller: Callable[[], Principal]) -> MCPServer:
              Tool.from_function(update, annotations=hints(False, destructive=True)),
              Tool.from_function(forget, annotations=hints(False, destructive=True)),
              Tool.from_function(list_memories, name="list", annotations=hints(True))]
+    # The SDK configures the root logger (logging.basicConfig, a handler of its own); an
+    # application that embeds the server owns its logging, so that is undone.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     server: MCPServer = MCPServer("latentmem", title="latentmem memory", version=__version__,
                                   instructions=INSTRUCTIONS, log_level="WARNING",
                                   tools=[_strict(tool) for tool in tools])
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
     @server.resource("memory://{user_id}/recent", name="recent memories",
                      mime_type="text/plain",
