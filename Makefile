@@ -17,6 +17,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench,postgres]'
+	HF_HUB_OFFLINE=1 $(BIN)/python -m latentmem.encode.onnx  # the ONNX embedder's graph, once
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install latentmem with its dev tools

@@ -229,6 +229,7 @@ def cmd_invert(args: argparse.Namespace) -> int:
     import numpy as np
 
     from latentmem import invert
+    from latentmem.encode.base import get_embedder
 
     if (args.text is None) == (args.id is None):
         raise InvalidInputError("give a text or --id ID (one of the two)")
@@ -240,13 +241,11 @@ def cmd_invert(args: argparse.Namespace) -> int:
             original, vector = rec.text, np.asarray(rec.vector, dtype=np.float32)
             again = m.embedder.embed_batch([inverted])[0]
     else:
-        from latentmem.encode.minilm import shared_minilm
-
         inverter = invert.require_default()
         original = _text_arg(args.text)
         if not original.strip():
             raise InvalidInputError("the text to invert is empty")
-        embedder = shared_minilm()
+        embedder = get_embedder("minilm")
         vector = embedder.embed_batch([original])[0]
         inverted = invert.invert_one(inverter, vector, steps)
         again = embedder.embed_batch([inverted])[0]

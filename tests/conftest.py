@@ -102,9 +102,9 @@ def mem(home: Path | str) -> Iterator[Memory]:
 
 @pytest.fixture(scope="session")
 def minilm():
-    from latentmem.encode.minilm import shared_minilm
+    from latentmem.encode.base import get_embedder
 
-    return shared_minilm()
+    return get_embedder("minilm")  # the default path (ONNX Runtime where it can be had)
 
 
 @pytest.fixture

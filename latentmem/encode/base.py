@@ -58,6 +58,7 @@ def _load_builtins() -> None:
     # does not import torch.
     importlib.import_module("latentmem.encode.fake")
     importlib.import_module("latentmem.encode.minilm")
+    importlib.import_module("latentmem.encode.onnx")
 
 
 def get_embedder(spec: str | Embedder) -> Embedder:

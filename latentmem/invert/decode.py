@@ -142,9 +142,9 @@ class TrainedInverter:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._embed is None:
-            from latentmem.encode.minilm import shared_minilm
+            from latentmem.encode.base import get_embedder
 
-            self._embed = shared_minilm().embed_batch
+            self._embed = get_embedder("minilm").embed_batch
         return np.asarray(self._embed(list(texts)), dtype=np.float32)
 
     def invert(self, vectors: np.ndarray, steps: int = 0) -> list[str]:
