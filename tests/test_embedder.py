@@ -78,3 +78,24 @@ def test_the_default_path_is_onnx_and_falls_back_to_torch(
     assert default_minilm() is shared_minilm()
     assert "using the torch path" in capsys.readouterr().err
 
+
+@pytest.mark.slow
+def test_bench_embedder_reports_every_figure(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from latentmem.cli import main
+
+    out = tmp_path / "embedder.json"
+    assert main(["bench", "embedder", "--n", "40", "--singles", "5", "--cold", "1",
+                 "--paths", "minilm-torch,minilm-onnx", "--wait-quiet", "0",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 40 and result["singles"] == 5 and result["commit"]
+    assert set(result["paths"]) == {"minilm-torch", "minilm-onnx"}
+    for row in result["paths"].values():
+        assert row["bulk_per_s"] > 0 and row["single_p95_ms"] >= row["single_p50_ms"] > 0
+        assert row["cos_min"] >= 0.9999 and row["peak_rss_mb"] > 0
+    assert [c["embedder"] for c in result["cold_start"]] == ["minilm", "minilm-torch"]
+    assert all(c["median_s"] > 0 for c in result["cold_start"])
+    assert "cold `latentmem search`" in capsys.readouterr().out

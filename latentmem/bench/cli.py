@@ -243,7 +243,16 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.set_defaults(func=cmd_longmemeval)
 
-    from latentmem.bench import ablate, controller, fit_ranker, inversion, perf, serve, storage
+    from latentmem.bench import (
+        ablate,
+        controller,
+        embedder,
+        fit_ranker,
+        inversion,
+        perf,
+        serve,
+        storage,
+    )
 
     perf.add_parser(sub)
     ablate.add_parser(sub)
@@ -252,3 +261,4 @@ def register(subparsers: Any) -> None:
     storage.add_parser(sub)
     fit_ranker.add_parser(sub)
     serve.add_parser(sub)
+    embedder.add_parser(sub)

@@ -245,10 +245,10 @@ def run_cli(args: argparse.Namespace) -> int:
     texts = load_texts(args.data, tok, args.limit)
     cache = Path(args.cache) if args.cache else Path.home() / ".cache" / "latentmem" / "invert"
     nn_bank = bank(args.bank, inverter, tok, cache) if args.bank else None
-    from latentmem.encode.minilm import shared_minilm
+    from latentmem.encode.base import get_embedder
 
-    result = run(texts, inverter, shared_minilm().embed_batch, args.steps, tok, nn_bank, args.pairs,
-                 args.noise)
+    result = run(texts, inverter, get_embedder(args.embedder).embed_batch, args.steps, tok,
+                 nn_bank, args.pairs, args.noise)
     meta = getattr(getattr(inverter, "model", None), "meta", {}) or {}
     result = {"benchmark": "inversion", "data": str(args.data), "limit": args.limit,
               "weights": str(args.weights or "default"),
@@ -271,6 +271,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--pairs", type=int, default=50, help="sentence pairs for the merge evaluation")
     p.add_argument("--cache", default=None, help="embedding cache directory for the bank")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--embedder", default="minilm",
+                   help="the path that embeds the texts: minilm (the default path), "
+                        "minilm-torch, minilm-onnx, minilm-int8")
     p.add_argument("--noise", type=float, default=0.0,
                    help="Gaussian noise on the vectors first, as Config.vector_noise (default 0)")
     p.add_argument("--bow-weight", type=float, default=None,
