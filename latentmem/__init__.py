@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from latentmem.client import Client
+from typing import TYPE_CHECKING, Any
+
 from latentmem.config import Config, ScoringWeights
 from latentmem.errors import (
     ConflictError,
@@ -17,6 +18,19 @@ from latentmem.memory import Memory
 from latentmem.types import Context, ContextItem, Edge, Hit, Receipt, Record
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from latentmem.client import Client
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP client (and httpx, ~150 ms to import) only for code that asks for it.
+    if name == "Client":
+        from latentmem.client import Client
+
+        return Client
+    raise AttributeError(f"module 'latentmem' has no attribute {name!r}")
+
 
 __all__ = [
     "Client",
