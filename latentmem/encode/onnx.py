@@ -23,7 +23,8 @@ Threads. The session runs each call on one thread (``intra_op_num_threads=1``): 
 text (a query, one message) is a few dozen small products that a second thread only
 synchronises, and the second core is then free for the search's BM25 query, as on the
 torch path. A batch is sorted by length (little padding), cut into slices of
-``batch_size``, and the slices run on a small thread pool, one per core: ONNX Runtime
+``batch_size`` (and into at least one slice per core, so that a session's twenty turns
+use both cores), and the slices run on a small thread pool, one per core: ONNX Runtime
 releases the GIL, so one session in memory serves every core. Rejected: a second session
 with more intra-op threads for batches (twice the memory, and its spinning threads take
 CPU from searches); the dynamo exporter (it needs onnxscript, and the TorchScript exporter
@@ -135,6 +136,7 @@ class OnnxMiniLMEmbedder:
         self._session: Any = None
         self._tokenizer: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._workers = 1
         self._lock = threading.Lock()
 
     def _ensure_loaded(self) -> None:
@@ -160,8 +162,8 @@ class OnnxMiniLMEmbedder:
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.enable_padding()
         self._tokenizer = tokenizer
-        workers = max(1, min(4, os.cpu_count() or 1))
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="latentmem-embed")
+        self._workers = max(1, min(4, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="latentmem-embed")
         self._pooled(["warm up"])
         freeze_now()  # as the torch path does (encode/minilm.py, "Garbage collector")
 
@@ -196,7 +198,9 @@ class OnnxMiniLMEmbedder:
             out[:] = self._pooled(texts)
             return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        slices = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        # At least one slice per worker: a session's 20 turns must not run on one core.
+        size = min(self.batch_size, -(-len(order) // self._workers))
+        slices = [order[s:s + size] for s in range(0, len(order), size)]
         assert self._pool is not None
         for idx, vectors in zip(slices, self._pool.map(
                 lambda idx: self._pooled([texts[i] for i in idx]), slices), strict=True):
