@@ -23,9 +23,13 @@ Threads. The session runs each call on one thread (``intra_op_num_threads=1``): 
 text (a query, one message) is a few dozen small products that a second thread only
 synchronises, and the second core is then free for the search's BM25 query, as on the
 torch path. A batch is sorted by length (little padding), cut into slices of
-``batch_size`` (and into at least one slice per core, so that a session's twenty turns
-use both cores), and the slices run on a small thread pool, one per core: ONNX Runtime
-releases the GIL, so one session in memory serves every core. Rejected: a second session
+``batch_size`` texts (and into at least one slice per core, so that a session's twenty
+turns use both cores), and the slices run on a small thread pool, one per core: ONNX
+Runtime releases the GIL, so one session in memory serves every core. Slices of 8: on 3,000
+corpus sentences, 4-16 texts a slice gave 205-225 texts/s on 2 cores, 64 gave 155, 128
+gave 132, one text a run 168 (big slices pad more and fall out of the cache). The int8
+variant runs one text at a time: its activations are scaled by each run's own range, so a
+text embedded beside others would get a vector that depends on them. Rejected: a second session
 with more intra-op threads for batches (twice the memory, and its spinning threads take
 CPU from searches); the dynamo exporter (it needs onnxscript, and the TorchScript exporter
 gives an equal graph for this model).
@@ -129,7 +133,7 @@ def _export_fp32(out: Path) -> None:
 class OnnxMiniLMEmbedder:
     dim = 384
 
-    def __init__(self, quantized: bool = False, batch_size: int = 64) -> None:
+    def __init__(self, quantized: bool = False, batch_size: int = 8) -> None:
         self.quantized = quantized
         self.name = "all-MiniLM-L6-v2-int8" if quantized else "all-MiniLM-L6-v2"
         self.batch_size = batch_size
@@ -200,6 +204,9 @@ class OnnxMiniLMEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         # At least one slice per worker: a session's 20 turns must not run on one core.
         size = min(self.batch_size, -(-len(order) // self._workers))
+        if self.quantized:
+            # One text a run (module docstring): int8 vectors must not depend on a batch.
+            size = 1
         slices = [order[s:s + size] for s in range(0, len(order), size)]
         assert self._pool is not None
         for idx, vectors in zip(slices, self._pool.map(
