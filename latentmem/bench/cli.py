@@ -250,6 +250,7 @@ def register(subparsers: Any) -> None:
         fit_ranker,
         inversion,
         perf,
+        reliability,
         serve,
         storage,
     )
@@ -262,3 +263,4 @@ def register(subparsers: Any) -> None:
     fit_ranker.add_parser(sub)
     serve.add_parser(sub)
     embedder.add_parser(sub)
+    reliability.add_parser(sub)

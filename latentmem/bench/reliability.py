@@ -1,0 +1,349 @@
+"""``latentmem bench reliability``: kill -9 during writes, then check that nothing
+acknowledged is lost and nothing unacknowledged is half there.
+
+Each trial starts a child process that writes to a store in a loop and prints one line
+after each call returns (the acknowledgement, with what it wrote), and a ``try`` line
+before it. The parent kills it with SIGKILL at a random moment and opens the store again:
+
+- every acknowledged id is present, with its text and a vector identical to the one the
+  write was given or the embedder makes of its text (the hash embedder: deterministic);
+- an acknowledged update reads as that update, or as the one in flight at the kill;
+- the vector index agrees with the store: the same count in all and per user, every live
+  row in it once, and each of a few searches returns the scores an exact scan of the
+  stored vectors gives, each for a row the store holds with that vector (so nothing in
+  flight left a row without its vector, or a vector without its row);
+- every live row has its full-text row (BM25 finds it by a word of its own).
+
+Scenarios: ``bulk_add`` (sessions of 50 turns in one call), ``single_add``, ``import``
+(``import_records`` of 100 records with given vectors), ``update`` (alternating
+``update`` and ``add(supersedes=...)`` on a seeded store), ``server`` (``latentmem serve``'s
+server in the child, four client threads of the parent sending ``POST /v1/add``; a write
+is acknowledged when its 200 arrives). A sleep cycle killed halfway is
+tested in tests/test_lifecycle.py. The test suite runs two trials of each; the long form
+is ``--trials 20``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCENARIOS = ("bulk_add", "single_add", "import", "update", "server")
+CLIENTS = 4  # threads sending adds to the server scenario's server
+DIM = 64  # the hash embedder's
+SEEDED = 40  # memories the update scenario starts from
+
+_CHILD = textwrap.dedent("""
+    import json, sys
+    from datetime import UTC, datetime
+    import numpy as np
+    from latentmem import Memory
+    from latentmem.types import Record
+    scenario, home = sys.argv[1], sys.argv[2]
+    m = Memory(home, embedder="hash")
+    def say(**line):
+        sys.stdout.write(json.dumps(line) + "\\n")
+        sys.stdout.flush()
+    seeded = [r.id for r in m.all("ana")]
+    say(ready=True)
+    n = 0
+    while True:
+        n += 1
+        if scenario == "bulk_add":
+            texts = [f"batch {n} turn {i} about kestrel{n}x{i}" for i in range(50)]
+            say(try_=n)
+            ids = m.add(texts, user_id="ana", session_id=f"s{n}").ids
+            say(op="add", ids=ids, texts=texts)
+        elif scenario == "single_add":
+            text = f"single note {n} about heron{n}"
+            say(try_=n)
+            ids = m.add(text, user_id="ana").ids
+            say(op="add", ids=ids, texts=[text])
+        elif scenario == "import":
+            rng = np.random.default_rng(n)
+            vectors = rng.standard_normal((100, 64)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            ids = [f"imp{n:05d}r{i:03d}" for i in range(100)]
+            texts = [f"imported {n} row {i} about plover{n}y{i}" for i in range(100)]
+            now = datetime.now(UTC)
+            records = [Record(id=i, user_id="ana", text=t, vector=v, event_time=now,
+                              created_at=now, updated_at=now)
+                       for i, t, v in zip(ids, texts, vectors)]
+            say(try_=n)
+            m.import_records(records)
+            say(op="import", ids=ids, texts=texts, seed=n)
+        else:
+            target = seeded[n % len(seeded)]
+            if n % 2:
+                text = f"updated {n} about avocet{n}"
+                say(try_=n, id=target, text=text)
+                m.update(target, text=text)
+                say(op="update", id=target, text=text)
+            else:
+                text = f"replacement {n} about stilt{n}"
+                say(try_=n)
+                ids = m.add(text, user_id="ana", supersedes=target).ids
+                say(op="add", ids=ids, texts=[text])
+""")
+
+
+def _seed(home: Path, scenario: str) -> None:
+    from latentmem import Memory
+
+    with Memory(home, embedder="hash") as m:
+        if scenario == "update":
+            m.add([f"seeded fact {i} about godwit{i}" for i in range(SEEDED)], user_id="ana",
+                  session_id="seed")
+
+
+def _lines(raw: bytes) -> list[dict[str, Any]]:
+    """Complete lines only: a line cut by the kill was never an acknowledgement."""
+    found = []
+    for line in raw.decode("utf-8", "replace").split("\n")[:-1]:
+        found.append(json.loads(line))
+    return found
+
+
+_SERVER = textwrap.dedent("""
+    import json, sys, time
+    from latentmem import Memory
+    from latentmem.server import make_server
+    m = Memory(sys.argv[1], embedder="hash")
+    srv = make_server(m, "127.0.0.1", 0, insecure=True).start()
+    sys.stdout.write(json.dumps({"ready": True, "url": srv.url}) + "\\n")
+    sys.stdout.flush()
+    time.sleep(3600)
+""")
+
+
+def _server_trial(home: Path, rng: random.Random, max_wait: float) -> dict[str, Any]:
+    import threading
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(home)], stdout=subprocess.PIPE,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.stdout is not None
+    url = json.loads(proc.stdout.readline())["url"]
+    acked: list[dict[str, Any]] = []
+    cut: list[int] = []  # clients whose request the kill interrupted
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            i = 0
+            while not stop.is_set():
+                text = f"served note {n}-{i} about dunlin{n}z{i}"
+                i += 1
+                try:
+                    answer = http.post("/v1/add", json={"text": text, "user_id": "ana"})
+                except httpx.HTTPError:
+                    cut.append(n)  # the server is gone: this write was never acknowledged
+                    return
+                if answer.status_code != 200:
+                    acked.append({"op": "error", "status": answer.status_code})
+                    return
+                acked.append({"op": "add", "ids": answer.json()["ids"], "texts": [text]})
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    delay = rng.uniform(0.2, max_wait)
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    errors = [a for a in acked if a["op"] == "error"]
+    result = verify(home, [a for a in acked if a["op"] == "add"])
+    result["problems"] += [f"the server answered {e['status']} before the kill" for e in errors]
+    result["in_flight"] = bool(cut)
+    return {"scenario": "server", "killed_after_s": round(delay, 3), **result}
+
+
+def trial(scenario: str, home: Path, rng: random.Random, max_wait: float = 1.5
+          ) -> dict[str, Any]:
+    """One kill -9 during ``scenario`` writing to ``home``; returns what was checked and
+    every problem found."""
+    if scenario == "server":
+        return _server_trial(home, rng, max_wait)
+    _seed(home, scenario)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, scenario, str(home)],
+                            stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    if json.loads(first).get("ready") is not True:
+        proc.kill()
+        raise RuntimeError(f"the writer did not start: {first!r}")
+    delay = rng.uniform(0.05, max_wait)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        raise RuntimeError(f"the {scenario} writer stopped by itself (exit {proc.returncode})")
+    os.kill(proc.pid, signal.SIGKILL)
+    rest = proc.stdout.read()
+    proc.wait()
+    lines = _lines(rest)
+    return {"scenario": scenario, "killed_after_s": round(delay, 3), **verify(home, lines)}
+
+
+def verify(home: Path, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    from latentmem import Memory
+    from latentmem.encode.fake import HashEmbedder
+    from latentmem.errors import NotFoundError
+
+    problems: list[str] = []
+    acked = [x for x in lines if "op" in x]
+    in_flight = lines[-1] if lines and "try_" in lines[-1] else None
+    embed = HashEmbedder(DIM).embed_batch
+    with Memory(home, embedder="hash") as m:
+        m.settle()
+        checked = 0
+        last_text: dict[str, str] = {}
+        for ack in acked:
+            if ack["op"] == "update":
+                last_text[ack["id"]] = ack["text"]
+                continue
+            given = None
+            if ack["op"] == "import":
+                rng = np.random.default_rng(ack["seed"])
+                given = rng.standard_normal((len(ack["ids"]), DIM)).astype(np.float32)
+                given /= np.linalg.norm(given, axis=1, keepdims=True)
+            expected = given if given is not None else embed(ack["texts"])
+            for i, (rid, text) in enumerate(zip(ack["ids"], ack["texts"], strict=True)):
+                checked += 1
+                try:
+                    rec = m.get(rid, include_vector=True)
+                except NotFoundError:
+                    problems.append(f"acknowledged {rid} is gone")
+                    continue
+                if rec.text != text and rid not in last_text:
+                    problems.append(f"{rid}: text {rec.text!r}, acknowledged {text!r}")
+                if rid not in last_text and not np.array_equal(
+                        np.asarray(rec.vector, dtype=np.float32), expected[i]):
+                    problems.append(f"{rid}: the vector is not the one written")
+        for rid, text in last_text.items():
+            checked += 1
+            rec = m.get(rid, include_vector=True)
+            allowed = {text}
+            if in_flight is not None and in_flight.get("id") == rid:
+                allowed.add(in_flight["text"])
+            if rec.text not in allowed:
+                problems.append(f"{rid}: text {rec.text!r}, acknowledged {text!r}")
+            elif not np.array_equal(np.asarray(rec.vector, dtype=np.float32),
+                                    embed([rec.text])[0]):
+                problems.append(f"{rid}: the vector does not match its text")
+        problems += _index_agrees(m, m.core.scope("ana"))
+        live = m.store.count()
+    return {"acknowledged_writes": len(acked), "records_checked": checked, "live": live,
+            "in_flight": in_flight is not None, "problems": problems}
+
+
+def _index_agrees(m: Any, scope: Any) -> list[str]:
+    problems = []
+    rows = m.store.list_rows(scope, with_vector=True)
+    if m.index.count() != m.store.count():
+        problems.append(f"index holds {m.index.count()} vectors, the store {m.store.count()}")
+    if not rows:
+        return problems
+    rowids = np.array([r.rowid for r in rows], dtype=np.int64)
+    if len(set(rowids.tolist())) != len(rowids):
+        problems.append("duplicate rowids in the store")
+    matrix = np.stack([np.asarray(r.record.vector, dtype=np.float32) for r in rows])
+    rng = np.random.default_rng(0)
+    position = {int(r): i for i, r in enumerate(rowids)}
+    for probe in rng.choice(len(rows), size=min(5, len(rows)), replace=False):
+        q = matrix[probe]
+        exact = np.sort(matrix @ q)[::-1][:10]
+        found, scores = m.index.search("ana", q, 10)
+        # Scores, not ids: hash vectors tie often, and a tie may be broken either way.
+        unknown = [int(r) for r in found if int(r) not in position]
+        if unknown:
+            problems.append(f"the index returns rows the store does not hold: {unknown}")
+        # (the index may keep vectors at 16 bits: scores within 5e-3 of the exact ones)
+        elif not np.allclose(np.sort(scores)[::-1], exact, atol=5e-3) or not np.allclose(
+                scores, matrix[[position[int(r)] for r in found]] @ q, atol=5e-3):
+            problems.append(f"a search differs from the exact scan: {np.round(scores, 4)} "
+                            f"vs {np.round(exact, 4)}")
+    words = rows[-1].record.text.split()[-1] if rows[-1].record.text else None
+    if words and rows[-1].rowid not in {r for r, _ in m.store.bm25(words, scope, 10)}:
+        problems.append(f"the newest row is not in the full-text index ({words!r})")
+    return problems
+
+
+def run(scenarios: list[str], trials: int, seed: int) -> dict[str, Any]:
+    from latentmem.bench.report import stamp
+
+    rng = random.Random(seed)
+    results = []
+    for scenario in scenarios:
+        for _ in range(trials):
+            with tempfile.TemporaryDirectory() as tmp:
+                results.append(trial(scenario, Path(tmp) / "store", rng))
+    summary = {s: {"trials": sum(r["scenario"] == s for r in results),
+                   "acknowledged_writes": sum(r["acknowledged_writes"] for r in results
+                                              if r["scenario"] == s),
+                   "records_checked": sum(r["records_checked"] for r in results
+                                          if r["scenario"] == s),
+                   "killed_inside_a_call": sum(bool(r["in_flight"]) for r in results
+                                               if r["scenario"] == s),
+                   "problems": sum(len(r["problems"]) for r in results if r["scenario"] == s)}
+               for s in scenarios}
+    return {"benchmark": "reliability", "seed": seed, "summary": summary, "trials": results,
+            "command": f"latentmem bench reliability --trials {trials} --seed {seed} "
+                       f"--scenarios {','.join(scenarios)}", **stamp()}
+
+
+def render(result: dict[str, Any]) -> str:
+    from latentmem.bench.report import table
+
+    rows = [[s, v["trials"], v["killed_inside_a_call"], v["acknowledged_writes"],
+             v["records_checked"], v["problems"]] for s, v in result["summary"].items()]
+    text = table(rows, ["scenario (kill -9 while writing)", "trials", "killed inside a call",
+                        "acknowledged writes", "records checked", "problems"])
+    for r in result["trials"]:
+        for problem in r["problems"]:
+            text += f"\n  {r['scenario']}: {problem}"
+    return text + f"\n{result['date']}, commit {result['commit']}"
+
+
+def _scenarios(text: str) -> list[str]:
+    found = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(found) - set(SCENARIOS))
+    if unknown or not found:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; known: {','.join(SCENARIOS)}")
+    return found
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from latentmem.bench.report import write_json
+
+    result = run(args.scenarios, args.trials, args.seed)
+    print(render(result))
+    write_json(result, args.json_out)
+    return 1 if any(v["problems"] for v in result["summary"].values()) else 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("reliability", help="kill -9 during writes; check that nothing "
+                                                  "acknowledged is lost or half written")
+    p.add_argument("--trials", type=int, default=20, help="kills per scenario")
+    p.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS),
+                   help=f"comma-separated (default {','.join(SCENARIOS)})")
+    p.add_argument("--seed", type=int, default=0, help="when the kills fall")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="write every figure")
+    p.set_defaults(func=run_cli)

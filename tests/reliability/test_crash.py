@@ -1,0 +1,40 @@
+"""kill -9 during writes (latentmem/bench/reliability.py): the bounded form of
+``latentmem bench reliability`` (two kills per scenario here, twenty in the long form),
+and a check that the checker itself sees what it must."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latentmem import Memory
+from latentmem.bench import reliability
+
+pytestmark = pytest.mark.reliability
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", reliability.SCENARIOS)
+def test_a_kill_during_writes_loses_nothing_acknowledged(tmp_path: Path, scenario: str) -> None:
+    rng = random.Random(f"{scenario}-ci")
+    for n in range(2):
+        result = reliability.trial(scenario, tmp_path / f"store{n}", rng)
+        assert result["problems"] == [], result
+        assert result["acknowledged_writes"] > 0  # the kill fell after some writes
+
+
+def test_the_checker_sees_a_lost_write_a_wrong_vector_and_a_stale_index(tmp_path: Path) -> None:
+    home = tmp_path / "store"
+    with Memory(home, embedder="hash") as m:
+        ids = m.add(["one note about terns", "another about gulls"], user_id="ana").ids
+    acked = [{"op": "add", "ids": [*ids, "01M8ZZZZZZZZZZZZZZZZZZZZZZ"],
+              "texts": ["one note about terns", "a different text", "never written"]}]
+    problems = reliability.verify(home, acked)["problems"]
+    assert any("is gone" in p for p in problems)
+    assert any(ids[1] in p and "text" in p for p in problems)
+    with Memory(home, embedder="hash") as m:  # a vector the index does not hold
+        m.index.remove("ana", np.array([m.store.list_rows(None)[0].rowid], dtype=np.int64))
+        assert any("index holds" in p for p in reliability._index_agrees(m, m.core.scope("ana")))
