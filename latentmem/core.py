@@ -130,12 +130,26 @@ class Core:
             self.index = self._build_index()
 
     def index_added(self, user_id: str, rowids: Any, vectors: np.ndarray) -> None:
-        """The vectors a store write just added, into the index; the index now matches
-        the store's epoch. Call it holding ``lock``."""
+        """The vectors a store write just added, into the index; the index then takes the
+        store's epoch if no other process wrote meanwhile (``claim_epoch``). Call it
+        holding ``lock``, after the write."""
         if self._native:
             return
+        before = self.index.epoch
         self.index.add(user_id, np.asarray(rowids, dtype=np.int64), vectors)
-        self.index.epoch = self.store.vector_epoch()
+        self.claim_epoch(before)
+
+    def claim_epoch(self, before: int, bumps: int = 1) -> None:
+        """After this process changed the store (``bumps`` epoch bumps) and its index the
+        same way: the index is current only if the store's epoch is exactly ``before +
+        bumps``. Any other value means another process wrote between this process's
+        ``sync_index`` and now; the index then keeps ``before``, so the next ``sync_index``
+        rebuilds it with that write. (Taking the store's epoch unconditionally was a race:
+        under four writing processes an index kept a row another process had deleted, and
+        could miss rows another had added; ``latentmem bench reliability``'s concurrency
+        scenario found it.)"""
+        now = self.store.vector_epoch()
+        self.index.epoch = now if now == before + bumps else before
 
     def flush(self) -> None:
         """Persist the vector index (the store itself is always durable). An index that has

@@ -255,9 +255,10 @@ def import_records(core: Core, records: Sequence[Record], edges: Sequence[Edge],
                     pass
             rows = [(r, t) for r, t in rows if r.id not in existing]
         core.sync_index()
+        before = core.index.epoch
         rowids = core.store.insert(rows, edges, history_event="IMPORT")
         for (rec, _), rowid in zip(rows, rowids, strict=True):
             assert rec.vector is not None
             core.index.add(rec.user_id, np.array([rowid]), rec.vector.reshape(1, -1))
-        core.index.epoch = core.store.vector_epoch()
+        core.claim_epoch(before)
     return len(rows)

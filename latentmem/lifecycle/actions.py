@@ -134,10 +134,11 @@ class Unindexer:
         core = self.core
         with core.lock:
             core.sync_index()  # rebuilt (without them) only if another process wrote meanwhile
+            before = core.index.epoch
             for user, rowids in self.pending.items():
                 core.index.remove(user, np.asarray(rowids, dtype=np.int64))
             core.store.bump_epoch()
-            core.index.epoch = core.store.vector_epoch()
+            core.claim_epoch(before)
         self.pending, self.count = {}, 0
 
     def __enter__(self) -> Unindexer:

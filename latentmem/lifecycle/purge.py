@@ -76,6 +76,7 @@ def delete(core: Core, ids: list[str], user_id: str | None, finish: bool = True)
     cache_texts: list[str] = [index_text_for(r.record.text or "", r.record.speaker) for r in rows
                               if r.record.text is not None]
     core.sync_index()
+    before = core.index.epoch
     if rows:
         core.store.delete([r.record.id for r in rows])
         for row in rows:
@@ -94,7 +95,7 @@ def delete(core: Core, ids: list[str], user_id: str | None, finish: bool = True)
         core.store.bump_epoch()
     for user in owners:
         core.forget_topics(user)
-    core.index.epoch = core.store.vector_epoch()
+    core.claim_epoch(before, 2 if rows else 1)  # the deletion's bump, then the one above
     if core.cache is not None and cache_texts:
         core.cache.delete([cache_key(core.embedder.name, t) for t in cache_texts])
 
