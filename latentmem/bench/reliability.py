@@ -19,8 +19,17 @@ Scenarios: ``bulk_add`` (sessions of 50 turns in one call), ``single_add``, ``im
 ``update`` and ``add(supersedes=...)`` on a seeded store), ``server`` (``latentmem serve``'s
 server in the child, four client threads of the parent sending ``POST /v1/add``; a write
 is acknowledged when its 200 arrives). A sleep cycle killed halfway is
-tested in tests/test_lifecycle.py. The test suite runs two trials of each; the long form
-is ``--trials 20``.
+tested in tests/test_lifecycle.py.
+
+Concurrency: four processes add ``--adds`` memories each into one store (SQLite), one of
+them deleting some of its own and another running sleep cycles, all searching as they
+go. Then: no error reached a caller (``database is locked`` included), ids are unique, the
+store holds exactly what was acknowledged minus what was deleted, every process finds the
+others' last writes once all have committed, and every process's index agrees with the
+store (the check above).
+
+The test suite runs two kills of each scenario and the concurrency scenario with 250
+adds a process; the long form is ``--trials 20 --adds 2500``.
 """
 
 from __future__ import annotations
@@ -284,7 +293,86 @@ def _index_agrees(m: Any, scope: Any) -> list[str]:
     return problems
 
 
-def run(scenarios: list[str], trials: int, seed: int) -> dict[str, Any]:
+_WORKER = textwrap.dedent("""
+    import json, sys, time, traceback
+    from pathlib import Path
+    from latentmem import Memory
+    from latentmem.bench.reliability import _index_agrees
+    home, me, workers, adds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    m = Memory(home, embedder="hash")
+    added, deleted, errors, searches = [], [], [], 0
+    for i in range(adds):
+        try:
+            added += m.add(f"worker {me} note {i} about sanderling{me}q{i}", user_id="ana").ids
+            if i % 10 == 9:
+                m.search(f"sanderling{(me + 1) % workers}q{i}", user_id="ana", k=5)
+                searches += 1
+            if me == 0 and i % 25 == 24:  # one worker also deletes some of its own
+                deleted.append(added[-2])
+                m.delete(added[-2])
+            if me == 1 and i in (adds // 3, 2 * adds // 3):  # and one runs sleep cycles
+                m.sleep(phases=["preload", "optimise"])
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    Path(home, f"done-{me}").touch()
+    while len(list(Path(home).glob("done-*"))) < workers:
+        time.sleep(0.05)
+    # Every other worker's last write, seen from here once all have committed.
+    unseen = []
+    for other in range(workers):
+        if other != me:
+            text = f"worker {other} note {adds - 1} about sanderling{other}q{adds - 1}"
+            hits = m.search(text, user_id="ana", k=1)
+            if not hits or hits[0].text != text:
+                unseen.append(other)
+    m.settle()
+    with m.core.lock:
+        m.core.sync_index()
+    problems = _index_agrees(m, m.core.scope("ana"))
+    m.close()
+    print(json.dumps({"added": added, "deleted": deleted, "errors": errors,
+                      "searches": searches, "unseen": unseen, "problems": problems}))
+""")
+
+
+def concurrency(home: Path, workers: int = 4, adds: int = 250) -> dict[str, Any]:
+    """``workers`` processes adding ``adds`` memories each into one store, with searches,
+    deletions and sleep cycles beside them; then counts, ids and what each saw."""
+    from latentmem import Memory
+
+    Memory(home, embedder="hash").close()  # created once, before the race
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(home), str(n), str(workers),
+                               str(adds)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+             for n in range(workers)]
+    reports = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"a worker failed (exit {proc.returncode})")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    problems = [p for r in reports for p in r["problems"]]
+    problems += [e for r in reports for e in r["errors"]]
+    problems += [f"worker {n} did not find worker {o}'s last write"
+                 for n, r in enumerate(reports) for o in r["unseen"]]
+    added = [i for r in reports for i in r["added"]]
+    deleted = {i for r in reports for i in r["deleted"]}
+    if len(set(added)) != len(added):
+        problems.append("an id was given twice")
+    with Memory(home, embedder="hash") as m:
+        live = {r.record.id for r in m.store.list_rows(None)}
+        expected = set(added) - deleted
+        if live != expected:
+            problems.append(f"{len(expected - live)} acknowledged memories missing, "
+                            f"{len(live - expected)} unexpected ones")
+        problems += _index_agrees(m, m.core.scope("ana"))
+    return {"scenario": "concurrency", "workers": workers, "adds": len(added),
+            "deleted": len(deleted), "searches": sum(r["searches"] for r in reports),
+            "locked_errors": sum("locked" in e for r in reports for e in r["errors"]),
+            "problems": problems}
+
+
+def run(scenarios: list[str], trials: int, seed: int, adds: int = 2500) -> dict[str, Any]:
     from latentmem.bench.report import stamp
 
     rng = random.Random(seed)
@@ -302,9 +390,14 @@ def run(scenarios: list[str], trials: int, seed: int) -> dict[str, Any]:
                                                if r["scenario"] == s),
                    "problems": sum(len(r["problems"]) for r in results if r["scenario"] == s)}
                for s in scenarios}
+    crowd = None
+    if adds:
+        with tempfile.TemporaryDirectory() as tmp:
+            crowd = concurrency(Path(tmp) / "store", 4, adds)
     return {"benchmark": "reliability", "seed": seed, "summary": summary, "trials": results,
+            "concurrency": crowd,
             "command": f"latentmem bench reliability --trials {trials} --seed {seed} "
-                       f"--scenarios {','.join(scenarios)}", **stamp()}
+                       f"--scenarios {','.join(scenarios)} --adds {adds}", **stamp()}
 
 
 def render(result: dict[str, Any]) -> str:
@@ -317,6 +410,14 @@ def render(result: dict[str, Any]) -> str:
     for r in result["trials"]:
         for problem in r["problems"]:
             text += f"\n  {r['scenario']}: {problem}"
+    crowd = result["concurrency"]
+    if crowd is not None:
+        text += (f"\nconcurrency: {crowd['workers']} processes, {crowd['adds']:,} adds, "
+                 f"{crowd['deleted']} deletions, {crowd['searches']} searches, sleep cycles "
+                 f"beside them: {len(crowd['problems'])} problems, {crowd['locked_errors']} "
+                 "'database is locked' errors")
+        for problem in crowd["problems"]:
+            text += f"\n  concurrency: {problem}"
     return text + f"\n{result['date']}, commit {result['commit']}"
 
 
@@ -331,10 +432,13 @@ def _scenarios(text: str) -> list[str]:
 def run_cli(args: argparse.Namespace) -> int:
     from latentmem.bench.report import write_json
 
-    result = run(args.scenarios, args.trials, args.seed)
+    result = run(args.scenarios, args.trials, args.seed, args.adds)
     print(render(result))
     write_json(result, args.json_out)
-    return 1 if any(v["problems"] for v in result["summary"].values()) else 0
+    crowd = result["concurrency"]
+    failed = any(v["problems"] for v in result["summary"].values()) or bool(
+        crowd and crowd["problems"])
+    return 1 if failed else 0
 
 
 def add_parser(subparsers: Any) -> None:
@@ -344,6 +448,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS),
                    help=f"comma-separated (default {','.join(SCENARIOS)})")
     p.add_argument("--seed", type=int, default=0, help="when the kills fall")
+    p.add_argument("--adds", type=int, default=2500,
+                   help="adds per process in the concurrency scenario (4 processes; 0: skip)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
                    help="write every figure")
     p.set_defaults(func=run_cli)

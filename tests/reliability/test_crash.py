@@ -38,3 +38,33 @@ def test_the_checker_sees_a_lost_write_a_wrong_vector_and_a_stale_index(tmp_path
     with Memory(home, embedder="hash") as m:  # a vector the index does not hold
         m.index.remove("ana", np.array([m.store.list_rows(None)[0].rowid], dtype=np.int64))
         assert any("index holds" in p for p in reliability._index_agrees(m, m.core.scope("ana")))
+
+
+@pytest.mark.slow
+def test_four_processes_writing_at_once_lose_nothing_and_agree(tmp_path: Path) -> None:
+    result = reliability.concurrency(tmp_path / "store", workers=4, adds=250)
+    assert result["problems"] == [] and result["locked_errors"] == 0
+    assert result["adds"] == 1000 and result["deleted"] == 10
+
+
+def test_an_index_never_takes_in_another_processs_write_it_does_not_hold(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the concurrency scenario found, made deterministic: another process (here
+    a second Memory on the same store, with its own index) commits between this one's
+    index sync and its own write. This index must not then take the store's epoch as its
+    own: it would go on without the other's memory."""
+    home = tmp_path / "store"
+    with Memory(home, embedder="hash") as mine, Memory(home, embedder="hash") as other:
+        mine.add("first note about herons", user_id="ana")
+        write = mine.store.insert
+
+        def interleaved(*args: object, **kwargs: object) -> list[int]:
+            other.add("written elsewhere about plovers", user_id="ana")
+            return write(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(mine.store, "insert", interleaved)
+        mine.add("second note about terns", user_id="ana")
+        monkeypatch.undo()
+        hits = mine.search("plovers", user_id="ana", k=3)
+        assert hits and hits[0].text == "written elsewhere about plovers"
+        assert mine.index.count() == mine.store.count() == 3
