@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,20 @@ def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (it ships beside the project in CI, not with a clone)")
     return path
+
+
+DEADLINE_S = 30.0  # generous: a slow machine must not fail a test that only waits
+
+
+def poll(condition: Any, what: str) -> Any:
+    """Wait (up to DEADLINE_S) until ``condition()`` is truthy; return its value."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"waited {DEADLINE_S:g}s for {what}")
 
 
 BACKENDS = ("sqlite", "postgres")

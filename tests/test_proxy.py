@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,19 +19,7 @@ from openai import OpenAI
 from latentmem import Memory
 from latentmem.server import MemoryServer, keys, make_server
 from latentmem.server.proxy import MEMORY_HEADER
-
-DEADLINE_S = 30.0  # generous: a slow machine must not fail a test that only waits
-
-
-def _poll(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"waited {DEADLINE_S:g}s for {what}")
-
+from tests.conftest import DEADLINE_S, poll
 
 # -- the upstream: answers from what it received, and keeps every request ----------------------
 
@@ -156,7 +143,7 @@ def test_memories_reach_the_upstream_and_each_turn_is_stored_after_the_answer(pr
     assert sent["authorization"] == "Bearer k"
     assert sent["body"]["model"] == "m" and sent["body"]["user"] == "ana"
     assert "memory" not in sent["body"]
-    _poll(lambda: len(proxy.stored("acme:ana")) == 2, "the first turn to be stored")
+    poll(lambda: len(proxy.stored("acme:ana")) == 2, "the first turn to be stored")
     assert proxy.stored("acme:ana") == [("user", "I moved to Lisbon in May 2023"), ("assistant", reply)]
 
     messages = [{"role": "system", "content": "Answer in one line."},
@@ -169,7 +156,7 @@ def test_memories_reach_the_upstream_and_each_turn_is_stored_after_the_answer(pr
     assert sent[1]["role"] == "system" and sent[1]["content"].startswith(MEMORY_HEADER)
     assert "I moved to Lisbon in May 2023" in sent[1]["content"]
     assert second.parse().choices[0].message.content.startswith("I see 2 system messages")
-    _poll(lambda: len(proxy.stored("acme:ana")) == 4, "the second turn to be stored")
+    poll(lambda: len(proxy.stored("acme:ana")) == 4, "the second turn to be stored")
     assert proxy.stored("acme:ana")[2] == ("user", "Where do I live now?")
 
 
@@ -185,7 +172,7 @@ def test_streaming_relays_the_chunks_and_stores_the_whole_reply(proxy: Proxy) ->
     assert reply.startswith("I see 1 system messages; memory says:") and "genmaicha" in reply
     sent = proxy.upstream.requests[-1]["body"]
     assert sent["stream"] is True and "genmaicha" in sent["messages"][0]["content"]
-    _poll(lambda: len(proxy.stored("acme:bob")) == 3, "the streamed turn to be stored")
+    poll(lambda: len(proxy.stored("acme:bob")) == 3, "the streamed turn to be stored")
     assert proxy.stored("acme:bob")[1:] == [("user", "Which tea do I like?"), ("assistant", reply)]
 
 
@@ -195,7 +182,7 @@ def test_a_tenant_never_sees_another_tenants_user_of_the_same_name(proxy: Proxy)
     assert answer.headers["X-Latentmem-Memories"] == "0"
     assert proxy.upstream.requests[-1]["body"]["messages"] == [
         {"role": "user", "content": "What is my locker code?"}]
-    _poll(lambda: len(proxy.stored("blue:ana")) == 2, "blue's first turn to be stored")
+    poll(lambda: len(proxy.stored("blue:ana")) == 2, "blue's first turn to be stored")
 
     stream = proxy.client(proxy.blue).chat.completions.create(
         model="m", user="ana", stream=True,
@@ -204,7 +191,7 @@ def test_a_tenant_never_sees_another_tenants_user_of_the_same_name(proxy: Proxy)
     memory = proxy.upstream.requests[-1]["body"]["messages"][0]["content"]
     assert "What is my locker code?" in memory  # blue's own turn: packing works
     assert "4417" not in memory and "4417" not in reply
-    _poll(lambda: len(proxy.stored("blue:ana")) == 4, "blue's second turn to be stored")
+    poll(lambda: len(proxy.stored("blue:ana")) == 4, "blue's second turn to be stored")
     assert proxy.stored("acme:ana") == [(None, "My locker code is 4417")]
 
 
@@ -223,7 +210,7 @@ def test_keys_and_users_are_checked_as_in_rest(proxy: Proxy) -> None:
     assert answer.headers["X-Latentmem-Store"] == "read-only"
     assert answer.parse().choices[0].message.content.startswith("I see 0")
     proxy.chat(proxy.acme, "Remember that I like folk", user="bob")
-    _poll(lambda: len(proxy.stored("acme:bob")) == 2, "the writable key's turn to be stored")
+    poll(lambda: len(proxy.stored("acme:bob")) == 2, "the writable key's turn to be stored")
     assert proxy.stored("acme:ana") == []
 
 
@@ -249,7 +236,7 @@ def test_store_false_stores_nothing_and_storage_errors_reach_stderr(
     # A NUL cannot be stored: the client still gets its answer, the operator the error.
     answer = proxy.chat(proxy.acme, "a NUL \x00 here")
     assert answer.parse().choices[0].message.content.startswith("I see")
-    logged = _poll(lambda: "could not store" in (err := capsys.readouterr().err) and err,
+    logged = poll(lambda: "could not store" in (err := capsys.readouterr().err) and err,
                    "the storage error on stderr")
     assert "of user 'ana'" in logged and "NUL" in logged
     assert proxy.stored("acme:ana") == []

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ from latentmem.cli import main
 from latentmem.errors import InvalidInputError, StoreError
 from latentmem.lifecycle import journal
 from latentmem.server import MAX_BODY, MemoryServer, keys, make_server
-
-DEADLINE_S = 30.0  # generous: a slow machine must not fail a test that only waits
+from tests.conftest import DEADLINE_S, poll
 
 
 class Api:
@@ -66,15 +64,6 @@ def api(mem: Memory) -> Iterator[Api]:
     client.http.close()
     srv.stop()
 
-
-def _poll(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"waited {DEADLINE_S:g}s for {what}")
 
 
 @pytest.mark.sqlite_only
@@ -444,7 +433,7 @@ def test_background_sleep_runs_while_serving_and_stops(mem: Memory) -> None:
     sleepers = [t for t in threading.enumerate() if t not in before and t.name == "latentmem-sleep"]
     try:
         api = Api(srv, mem, key)
-        status = _poll(lambda: (h := api.call("GET", "/v1/sleep")[1])["cycles"] and h,
+        status = poll(lambda: (h := api.call("GET", "/v1/sleep")[1])["cycles"] and h,
                        "a background sleep cycle")
         assert status["every"] == 0.2 and status["errors"] == 0 and status["running"]
         cycle = status["last_cycle"]

@@ -30,7 +30,8 @@ from latentmem import Memory
 from latentmem.server import keys, make_server
 from latentmem.server.keys import principal_of
 from latentmem.tenancy import Principal
-from tests.test_proxy import Upstream, _poll
+from tests.conftest import poll
+from tests.test_proxy import Upstream
 
 USERS = ("ana", "bob", "carol")
 _fresh = itertools.count()
@@ -191,7 +192,7 @@ def test_no_key_reaches_outside_its_scope(world: World, steps: list[tuple[str, s
         if op == "chat" and resp.headers.get("X-Latentmem-Store") == "queued":
             # The turn is stored after the answer: wait for it, so that the next step's
             # "before" is not taken while it lands.
-            _poll(lambda u=stored_user, n=count: len(world.mem.all(u)) > n,  # type: ignore[misc]
+            poll(lambda u=stored_user, n=count: len(world.mem.all(u)) > n,  # type: ignore[misc]
                   f"the turn of {where}")
         assert status < 500, where
         assert world.outside(who) == before, f"changed outside its scope: {where}"
