@@ -241,6 +241,10 @@ def import_records(core: Core, records: Sequence[Record], edges: Sequence[Edge],
         rec.vector = check_vector(rec.vector, core.dim, f"record {pos} ({rec.id}) vector") \
             if not is_unit_f32(rec.vector, core.dim) else rec.vector
         check_scope_value("user_id", rec.user_id, required=True)
+        for clock in ("created_at", "updated_at"):  # kept as given: nothing to fill them from
+            if getattr(rec, clock) is None:
+                raise InvalidInputError(f"record {pos} ({rec.id}) has no {clock}; imported "
+                                        "records keep their times, so each needs one")
         if rec.text is not None and not isinstance(rec.text, str):
             raise InvalidInputError(f"record {pos} ({rec.id}): text must be a string or null")
         rows.append((rec, index_text_for(rec.text or "", rec.speaker)))

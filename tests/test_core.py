@@ -81,6 +81,16 @@ def test_duplicate_import_conflict_leaves_nothing(mem: Memory) -> None:
     assert _raw_counts(mem.home) == before
 
 
+def test_an_import_without_its_clocks_is_refused_by_name(mem: Memory) -> None:
+    mem.add("x", user_id="u")
+    rec = mem.all(user_id="u", include_vectors=True)[0]
+    for clock in ("created_at", "updated_at"):
+        bare = rec.__class__(**{**rec.__dict__, "id": "01ZZZZZZZZZZZZZZZZZZZZZZZZ", clock: None})
+        with pytest.raises(InvalidInputError, match=f"has no {clock}"):
+            mem.import_records([bare])
+    assert [r.id for r in mem.all(user_id="u")] == [rec.id]
+
+
 def test_migrations_from_empty_and_future(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "m.db", isolation_level=None)
     latest = migrate.available()[-1][0]
