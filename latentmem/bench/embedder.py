@@ -138,11 +138,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def _paths(text: str) -> list[str]:
-    found = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = sorted(set(found) - set(PATHS))
-    if unknown or not found:
-        raise argparse.ArgumentTypeError(f"unknown paths {unknown}; known: {','.join(PATHS)}")
-    return found
+    from latentmem.bench.cli import names_of
+
+    return names_of(text, PATHS, "paths")
 
 
 def run_cli(args: argparse.Namespace) -> int:

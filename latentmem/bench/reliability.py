@@ -422,11 +422,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def _scenarios(text: str) -> list[str]:
-    found = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = sorted(set(found) - set(SCENARIOS))
-    if unknown or not found:
-        raise argparse.ArgumentTypeError(f"unknown {unknown}; known: {','.join(SCENARIOS)}")
-    return found
+    from latentmem.bench.cli import names_of
+
+    return names_of(text, SCENARIOS, "scenarios")
 
 
 def run_cli(args: argparse.Namespace) -> int:
