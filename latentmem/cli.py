@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from latentmem.errors import InvalidInputError, LatentMemError
@@ -208,6 +209,47 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     _emit(args, stats, human)
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from latentmem.check import NoEmbedding
+    from latentmem.config import Config, resolve_home
+    from latentmem.errors import NotFoundError
+    from latentmem.memory import Memory
+    from latentmem.store import DB_FILE, open_store
+
+    home = resolve_home(args.home)
+    if isinstance(home, Path) and not (home / DB_FILE).exists():
+        raise NotFoundError(f"no store at {home} ({DB_FILE} is absent)")
+    # A check embeds nothing: the store is opened as written, without loading its model.
+    store = open_store(home, Config.load(home).storage)
+    try:
+        name, dim = store.get_meta("embedder"), store.get_meta("dim")
+    finally:
+        store.close()
+    embedder = NoEmbedding(name, int(dim)) if name is not None and dim is not None else None
+    with Memory(home, embedder=embedder) as m:
+        report = m.check(repair=args.repair)
+
+    def human() -> None:
+        print(f"store {m.location}: {report['memories']} memories of {report['users']} users, "
+              f"schema {report['schema_version']}")
+        print(f"vector index: {report['vector_index']}; saved file at open: "
+              f"{report['index_file']}")
+        for line in report["repaired"]:
+            print(f"repaired: {line}")
+        for line in report["problems"]:
+            print(f"PROBLEM {line}")
+        if report["ok"]:
+            print("ok: no problems found")
+        else:
+            print(f"{len(report['problems'])} problems; "
+                  + ("`latentmem check --repair` rebuilds what is derived; "
+                     if not args.repair else "")
+                  + "RELIABILITY.md, 'Recovery', says what to do about the rest")
+
+    _emit(args, report, human)
+    return 0 if report["ok"] else 1
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -432,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", parents=[common], help="store statistics")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("check", parents=[common],
+                       help="verify the store and its vector index (exit 1 on a problem)")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild the derived parts (indexes, dangling links), then check again; "
+                        "never changes a memory")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("invert", parents=[common],
                        help="read text back from a vector: text -> vector -> text, or a memory's")

@@ -15,6 +15,7 @@ facade risked breaking a background cycle.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.graph import entities
-from latentmem.inputs import check_scope_value
+from latentmem.inputs import check_id, check_scope_value
 from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve import topics
@@ -36,6 +37,7 @@ from latentmem.store import open_store
 from latentmem.store.base import Scope, Store, StoredRow
 from latentmem.store.vector_index import FaissIndex, VectorIndex
 
+log = logging.getLogger("latentmem")
 INDEX_FILE = "vectors.faiss.npz"
 DEFAULT_USER = "default"
 
@@ -79,6 +81,8 @@ class Core:
         self._writer: ThreadPoolExecutor | None = None
         self._background_errors: list[Exception] = []
         self._native = False  # set by _open_index: the backend keeps its own vector index
+        # What became of the saved index file at open, in words (latentmem check reports it).
+        self.index_file_status = "none: the backend keeps its own index"
         self.index: VectorIndex = self._open_index()
         self.controller = Controller.load(self.store, config.lifecycle.controller_implicit_weight)
         self._inverter: Any = False  # loaded on first use; None when there is none
@@ -99,11 +103,18 @@ class Core:
         if native is not None:
             return native
         path = self._index_file()
-        index = FaissIndex.load(path, self.dim, self.store.codec) if path is not None else None
+        if path is None:
+            return self._build_index()
+        index, self.index_file_status = FaissIndex.read(path, self.dim, self.store.codec)
         epoch = self.store.vector_epoch()
-        if index is not None and index.epoch == epoch and index.count() == self.store.count():
-            self._saved_epoch = epoch
-            return index
+        if index is not None:
+            if index.epoch == epoch and index.count() == self.store.count():
+                self._saved_epoch = epoch
+                return index
+            self.index_file_status = (f"out of date (epoch {index.epoch} and {index.count()} "
+                                      f"vectors; the store: epoch {epoch}, {self.store.count()})")
+        if self.index_file_status != "absent" and not self.index_file_status.startswith("not"):
+            self.index_file_status += "; rebuilt from the store"
         return self._build_index(epoch)
 
     def _build_index(self, epoch: int | None = None) -> VectorIndex:
@@ -165,7 +176,14 @@ class Core:
                 return
             if self.index.epoch == self._saved_epoch and path.exists():
                 return
-            self.index.save(path)
+            try:
+                self.index.save(path)
+            except OSError as exc:
+                # The file is only a cache of the store: without it the next open rebuilds
+                # the index. A full disk must not turn a close into a failure.
+                log.warning("the vector index was not saved to %s (%s); it will be rebuilt "
+                            "from the store at the next open", path, exc)
+                return
             self._saved_epoch = self.index.epoch
 
     def index_file_bytes(self) -> int:
@@ -224,10 +242,9 @@ class Core:
 
     def owned(self, id: object, user_id: str | None, with_vector: bool = False) -> StoredRow:
         """The row for ``id``; another user's memory is reported exactly like a missing one."""
-        if not isinstance(id, str):
-            raise InvalidInputError(f"id must be a string, found {id.__class__.__name__}")
+        rid = check_id(id)
         user = check_scope_value("user_id", user_id)
-        row = self.store.get_row(id, with_vector=with_vector)
+        row = self.store.get_row(rid, with_vector=with_vector)
         if user is not None and row.record.user_id != user:
             raise NotFoundError(f"no memory with id {id!r}")
         return row

@@ -64,6 +64,17 @@ class StoreError(LatentMemError):
     http_status = 500
 
 
+class StoreCorruptError(StoreError):
+    """The store's file is damaged (SQLite found a malformed page, or it is not a database
+    at all). ``latentmem check`` tells what is affected; RELIABILITY.md says how to recover."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the store is full: the write that met it was rolled back."""
+
+    http_status = 507
+
+
 class UnsafeDataError(InvalidInputError):
     """An import file tried to smuggle in something other than plain data."""
 

@@ -491,6 +491,13 @@ class Memory:
             "bytes_per_memory": ((db + index_bytes) / total) if total else None,  # JSON has no NaN
         }
 
+    def check(self, *, repair: bool = False) -> dict[str, Any]:
+        """Verify the store and its vector index (latentmem/check.py); ``ok`` is False with
+        a line per problem. ``repair`` rebuilds what is derived from the memories first."""
+        from latentmem.check import check
+
+        return check(self.core, repair)
+
     def convert_vectors(self, tier: str) -> int:
         """Re-encode every stored vector into another tier (see latentmem/store/codec.py)
         and make it this store's tier. Towards a smaller tier this loses precision for

@@ -172,7 +172,7 @@ def test_cycles_and_bookkeeping_unsynced_writes_synced(tmp_path: Path) -> None:
 def test_corrupt_store_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "h").mkdir()
     (tmp_path / "h" / DB_FILE).write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="cannot open store"):
+    with pytest.raises(StoreError, match="is damaged .*not a database.*latentmem check"):
         Memory(tmp_path / "h", embedder="hash")
 
 

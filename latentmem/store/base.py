@@ -470,6 +470,15 @@ class Maintenance(Scans, Protocol):
         """Reclaim all free space now."""
         ...
 
+    def integrity(self) -> list[str]:
+        """Every problem the store finds in itself, one line each, named by its check
+        (store/integrity.py); empty when none."""
+        ...
+
+    def repair(self) -> list[str]:
+        """Rebuild what is derived from the records; returns what was done."""
+        ...
+
     def bytes_by_object(self) -> dict[str, int] | None:
         """Bytes per table and index, where the backend can tell."""
         ...

@@ -49,6 +49,7 @@ from latentmem.errors import (
 from latentmem.store import redacted
 from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
 from latentmem.store.codec import DEFAULT_TIER, VectorCodec, check_tier
+from latentmem.store.integrity import PostgresIntegrity
 from latentmem.store.keys import KeyTable
 from latentmem.store.lexicon import K1, B, Lexicon, affordable, query_words
 from latentmem.store.postgres_lifecycle import PgLifecycle
@@ -94,7 +95,7 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
-class PostgresStore(PgLifecycle, KeyTable):
+class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
     _KEYS_TABLE = "lm_api_keys"
     _MARK = "%s"
 

@@ -28,9 +28,11 @@ from latentmem.inputs import index_text_for
 from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
 from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.embed_cache import EmbeddingCache
+from latentmem.store.integrity import SQLiteIntegrity
 from latentmem.store.keys import KeyTable
 from latentmem.store.lexicon import affordable, query_words
 from latentmem.store.migrate import migrate
+from latentmem.store.sqlite_errors import connect
 from latentmem.store.sqlite_lifecycle import LifecycleSQL
 from latentmem.types import Edge, Record, from_ts, to_ts
 
@@ -79,7 +81,7 @@ def _unless_derived(value: str | None, derived: str) -> str | None:
 _TEXT_EVENTS = frozenset({"ADD", "IMPORT", "MERGE", "RESTORE", "UPDATE"})
 
 
-class SQLiteStore(LifecycleSQL, KeyTable):
+class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
     def __init__(self, path: str | Path, durability: str = "full") -> None:
         """``durability``: "full" (fsync at every commit: an acknowledged write survives power
         loss) or "normal" (WAL without that fsync: it survives the process dying only)."""
@@ -101,9 +103,8 @@ class SQLiteStore(LifecycleSQL, KeyTable):
         # Set by the owner (Memory) to record entity mentions and `entity` edges on insert.
         self.entity_extractor: Callable[[str], list[str]] | None = None
         try:
-            self.conn = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
-            )
+            self.conn = connect(self.path, check_same_thread=False, isolation_level=None,
+                                timeout=30.0)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={self._durable}")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -147,10 +148,13 @@ class SQLiteStore(LifecycleSQL, KeyTable):
             began = time.perf_counter()
             try:
                 yield self.conn
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk, an I/O
+                # error), and a ROLLBACK then would replace the error that matters.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
             held = time.perf_counter() - began
             self.write_seconds += held
             self.write_longest = max(self.write_longest, held)

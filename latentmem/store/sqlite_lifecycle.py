@@ -26,6 +26,7 @@ from latentmem.errors import NotFoundError
 from latentmem.store.base import Entry, Event, events_query
 from latentmem.store.codec import VectorCodec
 from latentmem.store.formats.records import record_from_dict
+from latentmem.store.sqlite_errors import connect
 from latentmem.types import Edge, Record, from_ts, iso
 
 _IN = "IN (SELECT value FROM json_each(?))"
@@ -156,8 +157,8 @@ class SQLiteSnapshot(ScanSQL):
 
     def __init__(self, path: Path, codec: VectorCodec) -> None:
         self._codec = codec
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0,
-                                    check_same_thread=False)
+        self.conn = connect(f"file:{path}?mode=ro", uri=True, timeout=30.0,
+                            check_same_thread=False)
         self.conn.execute("PRAGMA query_only=ON")
 
     @property
@@ -425,7 +426,7 @@ class LifecycleSQL(ScanSQL):
             if since < every:
                 return
             if side is None:
-                side = sqlite3.connect(str(self.path), timeout=30.0, check_same_thread=False)
+                side = connect(self.path, timeout=30.0, check_same_thread=False)
             _, frames, _ = side.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             per_slice = max(int(frames), 1) / since
             every, since = max(1, int(CHECKPOINT_PAGES / per_slice)), 0
@@ -473,7 +474,7 @@ class LifecycleSQL(ScanSQL):
 
     def vacuum(self) -> None:
         """Rewrite the file without free pages (on a connection of its own)."""
-        other = sqlite3.connect(str(self.path), timeout=30.0)
+        other = connect(self.path, timeout=30.0)
         try:
             other.execute("PRAGMA secure_delete=ON")
             other.execute("VACUUM")

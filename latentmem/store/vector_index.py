@@ -230,6 +230,15 @@ class FaissIndex:
     def users(self) -> list[str]:
         return sorted(self._parts)
 
+    def ids(self, user_id: str) -> np.ndarray:
+        """The rowids a user's partition holds (in no particular order)."""
+        part = self._parts.get(user_id)
+        if part is None:
+            return np.zeros(0, dtype=np.int64)
+        if isinstance(part, _PQPart):
+            return part._merged()[0].copy()
+        return faiss.vector_to_array(part.id_map).astype(np.int64)
+
     def reconstruct(self, user_id: str, rowid: int) -> np.ndarray:
         part = self._parts[user_id]
         if isinstance(part, _PQPart):
@@ -249,30 +258,51 @@ class FaissIndex:
             "count": self.count(),
             "users": list(self._parts),
         }
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.writestr("manifest.json", json.dumps(manifest))
-            for i, part in enumerate(self._parts.values()):
-                zf.writestr(f"part-{i}.faiss", faiss.serialize_index(part).tobytes())
-        os.replace(tmp, path)
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.writestr("manifest.json", json.dumps(manifest))
+                for i, part in enumerate(self._parts.values()):
+                    zf.writestr(f"part-{i}.faiss", faiss.serialize_index(part).tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path, dim: int, codec: VectorCodec | None = None) -> FaissIndex | None:
         """Read a saved index; None when it is absent, unreadable, of another dimension,
         or of a store whose tier is rebuilt from SQLite."""
-        if not path.exists() or not cls(dim, codec).persistent:
-            return None
+        return cls.read(path, dim, codec)[0]
+
+    @classmethod
+    def read(cls, path: Path, dim: int, codec: VectorCodec | None = None
+             ) -> tuple[FaissIndex | None, str]:
+        """``load``, and what became of the file in words (``latentmem check`` reports it).
+        Every member of the zip carries a CRC-32 that reading verifies, so a flipped bit
+        anywhere in the vectors is found here, not served."""
+        if not cls(dim, codec).persistent:
+            return None, "not kept: this tier's index is rebuilt from the store"
+        if not path.exists():
+            return None, "absent"
         try:
             with zipfile.ZipFile(path) as zf:
                 manifest = json.loads(zf.read("manifest.json"))
                 if manifest["dim"] != dim:
-                    return None
+                    return None, f"of {manifest['dim']}-d vectors, not {dim}-d"
                 index = cls(dim, codec)
                 index.epoch = int(manifest["epoch"])
                 for i, user in enumerate(manifest["users"]):
                     raw = np.frombuffer(zf.read(f"part-{i}.faiss"), dtype=np.uint8)
-                    index._parts[user] = faiss.deserialize_index(raw)
+                    part = faiss.deserialize_index(raw)
+                    if part.d != dim:
+                        return None, f"unreadable (a partition of {part.d}-d vectors)"
+                    index._parts[str(user)] = part
                 if index.count() != manifest["count"]:
-                    return None
-                return index
-        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile):
-            return None
+                    return None, (f"unreadable (holds {index.count()} vectors, its manifest "
+                                  f"says {manifest['count']})")
+                return index, "read"
+        # A damaged file can fail in the zip reader, the JSON, the manifest's shape or
+        # FAISS's deserialiser, each with its own exception; whatever it is, the index is
+        # derived and is rebuilt from the store.
+        except Exception as exc:  # noqa: BLE001
+            return None, f"unreadable ({type(exc).__name__}: {exc})"
