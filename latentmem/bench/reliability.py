@@ -16,10 +16,10 @@ before it. The parent kills it with SIGKILL at a random moment and opens the sto
 
 Scenarios: ``bulk_add`` (sessions of 50 turns in one call), ``single_add``, ``import``
 (``import_records`` of 100 records with given vectors), ``update`` (alternating
-``update`` and ``add(supersedes=...)`` on a seeded store), ``server`` (``latentmem serve``'s
+``update`` and ``add(supersedes=...)`` on a seeded store), ``sleep`` (adds and full sleep
+cycles in turn: latentmem/bench/crash_sleep.py), ``server`` (``latentmem serve``'s
 server in the child, four client threads of the parent sending ``POST /v1/add``; a write
-is acknowledged when its 200 arrives). A sleep cycle killed halfway is
-tested in tests/test_lifecycle.py.
+is acknowledged when its 200 arrives).
 
 Concurrency: four processes add ``--adds`` memories each into one store (SQLite), one of
 them deleting some of its own and another running sleep cycles, all searching as they
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-SCENARIOS = ("bulk_add", "single_add", "import", "update", "server")
+SCENARIOS = ("bulk_add", "single_add", "import", "update", "sleep", "server")
 CLIENTS = 4  # threads sending adds to the server scenario's server
 DIM = 64  # the hash embedder's
 SEEDED = 40  # memories the update scenario starts from
@@ -187,12 +187,18 @@ def trial(scenario: str, home: Path, rng: random.Random, max_wait: float = 1.5
           ) -> dict[str, Any]:
     """One kill -9 during ``scenario`` writing to ``home``; returns what was checked and
     every problem found."""
+    from latentmem.bench import crash_sleep
+
     if scenario == "server":
         return _server_trial(home, rng, max_wait)
-    _seed(home, scenario)
+    if scenario == "sleep":
+        crash_sleep.seed(home)
+        argv = [sys.executable, "-c", crash_sleep.CHILD, str(home)]
+    else:
+        _seed(home, scenario)
+        argv = [sys.executable, "-c", _CHILD, scenario, str(home)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, scenario, str(home)],
-                            stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     first = proc.stdout.readline()
     if json.loads(first).get("ready") is not True:
@@ -206,7 +212,8 @@ def trial(scenario: str, home: Path, rng: random.Random, max_wait: float = 1.5
     rest = proc.stdout.read()
     proc.wait()
     lines = _lines(rest)
-    return {"scenario": scenario, "killed_after_s": round(delay, 3), **verify(home, lines)}
+    check = crash_sleep.verify if scenario == "sleep" else verify
+    return {"scenario": scenario, "killed_after_s": round(delay, 3), **check(home, lines)}
 
 
 def verify(home: Path, lines: list[dict[str, Any]]) -> dict[str, Any]:

@@ -68,3 +68,16 @@ def test_an_index_never_takes_in_another_processs_write_it_does_not_hold(
         hits = mine.search("plovers", user_id="ana", k=3)
         assert hits and hits[0].text == "written elsewhere about plovers"
         assert mine.index.count() == mine.store.count() == 3
+
+
+def test_the_sleep_checker_sees_a_memory_gone_without_a_trace(tmp_path: Path) -> None:
+    from latentmem.bench import crash_sleep
+
+    home = tmp_path / "store"
+    crash_sleep.seed(home)
+    with Memory(home, embedder="hash") as m:
+        ids = m.add(["kept note about avocets", "deleted note about stilts"], user_id="ana").ids
+        m.delete(ids[1])  # a deliberate deletion: no lifecycle event explains it
+    acked = [{"op": "add", "ids": ids, "texts": []}]
+    problems = crash_sleep.verify(home, acked)["problems"]
+    assert problems == [f"acknowledged {ids[1]} is gone without an event"]
