@@ -49,7 +49,10 @@ from typing import Any
 
 import numpy as np
 
-SCENARIOS = ("bulk_add", "single_add", "import", "update", "sleep", "server")
+from latentmem.bench import damage
+
+KILLS = ("bulk_add", "single_add", "import", "update", "sleep", "server")
+SCENARIOS = (*KILLS, *damage.SCENARIOS)
 CLIENTS = 4  # threads sending adds to the server scenario's server
 DIM = 64  # the hash embedder's
 SEEDED = 40  # memories the update scenario starts from
@@ -387,16 +390,21 @@ def run(scenarios: list[str], trials: int, seed: int, adds: int = 2500) -> dict[
     for scenario in scenarios:
         for _ in range(trials):
             with tempfile.TemporaryDirectory() as tmp:
-                results.append(trial(scenario, Path(tmp) / "store", rng))
-    summary = {s: {"trials": sum(r["scenario"] == s for r in results),
-                   "acknowledged_writes": sum(r["acknowledged_writes"] for r in results
-                                              if r["scenario"] == s),
-                   "records_checked": sum(r["records_checked"] for r in results
-                                          if r["scenario"] == s),
-                   "killed_inside_a_call": sum(bool(r["in_flight"]) for r in results
-                                               if r["scenario"] == s),
-                   "problems": sum(len(r["problems"]) for r in results if r["scenario"] == s)}
-               for s in scenarios}
+                store = Path(tmp) / "store"
+                results.append(damage.trial(scenario, store, rng) if scenario in damage.SCENARIOS
+                               else trial(scenario, store, rng))
+    summary = {}
+    for s in scenarios:
+        mine = [r for r in results if r["scenario"] == s]
+        summary[s] = {"trials": len(mine),
+                      "acknowledged_writes": sum(r["acknowledged_writes"] for r in mine),
+                      "records_checked": sum(r["records_checked"] for r in mine),
+                      "problems": sum(len(r["problems"]) for r in mine)}
+        if s in damage.SCENARIOS:
+            summary[s]["reads_refused"] = sum(r["refused_reads"] for r in mine)
+            summary[s]["check_reported"] = sum(not r["check_ok"] for r in mine)
+        else:
+            summary[s]["killed_inside_a_call"] = sum(bool(r["in_flight"]) for r in mine)
     crowd = None
     if adds:
         with tempfile.TemporaryDirectory() as tmp:
@@ -410,10 +418,17 @@ def run(scenarios: list[str], trials: int, seed: int, adds: int = 2500) -> dict[
 def render(result: dict[str, Any]) -> str:
     from latentmem.bench.report import table
 
+    summary = result["summary"]
     rows = [[s, v["trials"], v["killed_inside_a_call"], v["acknowledged_writes"],
-             v["records_checked"], v["problems"]] for s, v in result["summary"].items()]
+             v["records_checked"], v["problems"]] for s, v in summary.items() if s in KILLS]
     text = table(rows, ["scenario (kill -9 while writing)", "trials", "killed inside a call",
-                        "acknowledged writes", "records checked", "problems"])
+                        "acknowledged writes", "records checked", "problems"]) if rows else ""
+    rows = [[s, v["trials"], v["records_checked"], v["reads_refused"], v["check_reported"],
+             v["problems"]] for s, v in summary.items() if s in damage.SCENARIOS]
+    if rows:
+        text += "\n\n" + table(rows, ["scenario (a file damaged)", "trials", "memories read back",
+                                    "reads refused as damaged", "trials check reported",
+                                    "problems"])
     for r in result["trials"]:
         for problem in r["problems"]:
             text += f"\n  {r['scenario']}: {problem}"

@@ -264,3 +264,15 @@ def test_every_store_failure_is_a_latentmem_error() -> None:
     busy = sqlite3.OperationalError("database is locked")
     busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
     assert translated(busy, "/x/memory.db") is None
+
+
+@pytest.mark.parametrize("scenario", ["index_file", "sqlite_page"])
+def test_random_damage_is_refused_or_harmless_never_a_wrong_answer(
+        tmp_path: Path, scenario: str) -> None:
+    """The bounded form of `latentmem bench reliability --scenarios index_file,sqlite_page`."""
+    from latentmem.bench import damage
+
+    rng = random.Random(f"{scenario}-ci")
+    for n in range(3):
+        result = damage.trial(scenario, tmp_path / f"store{n}", rng, n=200)
+        assert result["problems"] == [], result
