@@ -29,7 +29,7 @@ from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.graph import entities
-from latentmem.inputs import check_id, check_scope_value
+from latentmem.inputs import check_scope_value
 from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve import topics
@@ -242,9 +242,10 @@ class Core:
 
     def owned(self, id: object, user_id: str | None, with_vector: bool = False) -> StoredRow:
         """The row for ``id``; another user's memory is reported exactly like a missing one."""
-        rid = check_id(id)
+        if not isinstance(id, str):
+            raise InvalidInputError(f"id must be a string, found {id.__class__.__name__}")
         user = check_scope_value("user_id", user_id)
-        row = self.store.get_row(rid, with_vector=with_vector)
+        row = self.store.get_row(id, with_vector=with_vector)
         if user is not None and row.record.user_id != user:
             raise NotFoundError(f"no memory with id {id!r}")
         return row
