@@ -3,7 +3,7 @@ acknowledged is lost and nothing unacknowledged is half there.
 
 Each trial starts a child process that writes to a store in a loop and prints one line
 after each call returns (the acknowledgement, with what it wrote), and a ``try`` line
-before it. The parent kills it with SIGKILL at a random moment and opens the store again:
+before it. The parent kills it with SIGKILL at a random moment after its first acknowledgement and opens the store again:
 
 - every acknowledged id is present, with its text and a vector identical to the one the
   write was given or the embedder makes of its text (the hash embedder: deterministic);
@@ -172,7 +172,10 @@ def _server_trial(home: Path, rng: random.Random, max_wait: float) -> dict[str, 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
     for thread in threads:
         thread.start()
-    delay = rng.uniform(0.2, max_wait)
+    deadline = time.monotonic() + 60
+    while not acked and time.monotonic() < deadline:  # the clock starts at the first write
+        time.sleep(0.01)
+    delay = rng.uniform(0.05, max_wait)
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -207,6 +210,14 @@ def trial(scenario: str, home: Path, rng: random.Random, max_wait: float = 1.5
     if json.loads(first).get("ready") is not True:
         proc.kill()
         raise RuntimeError(f"the writer did not start: {first!r}")
+    # The clock starts at the first acknowledgement, so that every kill falls among
+    # writes even on a loaded machine (a kill before any write checks nothing).
+    head = []
+    while not any("op" in line for line in head):
+        raw = proc.stdout.readline()
+        if not raw:
+            raise RuntimeError(f"the {scenario} writer stopped by itself (exit {proc.wait()})")
+        head.append(json.loads(raw))
     delay = rng.uniform(0.05, max_wait)
     time.sleep(delay)
     if proc.poll() is not None:
@@ -214,7 +225,7 @@ def trial(scenario: str, home: Path, rng: random.Random, max_wait: float = 1.5
     os.kill(proc.pid, signal.SIGKILL)
     rest = proc.stdout.read()
     proc.wait()
-    lines = _lines(rest)
+    lines = head + _lines(rest)
     check = crash_sleep.verify if scenario == "sleep" else verify
     return {"scenario": scenario, "killed_after_s": round(delay, 3), **check(home, lines)}
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.reliability
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", reliability.SCENARIOS)
+@pytest.mark.parametrize("scenario", reliability.KILLS)
 def test_a_kill_during_writes_loses_nothing_acknowledged(tmp_path: Path, scenario: str) -> None:
     rng = random.Random(f"{scenario}-ci")
     for n in range(2):
