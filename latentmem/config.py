@@ -112,6 +112,9 @@ class RetrievalConfig:
     # Embed the query as written, names of the scope's speakers included (False: they
     # are taken out of the text embedded for the dense side; see retrieve/hybrid.py).
     speaker_names_in_vector: bool = False
+    # A query that names the scope's user (or agent) is also read in the first person on
+    # the dense side ("where does ana live" -> "where do I live"; retrieve/person.py).
+    first_person: bool = True
     # Entity hop (latentmem/retrieve/hybrid.py): names in the best `entity_seeds` hits are
     # searched again; 0 gain switches it off.
     entity_gain: NonNegative = 0.0

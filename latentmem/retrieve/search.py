@@ -29,6 +29,7 @@ from latentmem.retrieve import hybrid, rerank, topics
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import asks_when, is_listing
+from latentmem.retrieve.person import first_person, names_of
 from latentmem.retrieve.scoring import rescore_many
 from latentmem.retrieve.timequery import TimeWindow, anchored_window, event_anchor, parse_query_time
 from latentmem.store.base import Scope
@@ -67,7 +68,14 @@ def search(core: Core, query: str, scope: Scope, k: int, *, reference: Any = Non
             sparse = core.beside(core.store.bm25, query, scope, n)
     if qvec is None:
         embedded = query if cfg.speaker_names_in_vector else hybrid.dense_text(query, named)
-        qvec = core.embedder.embed_batch([embedded])[0]
+        mine = None
+        if cfg.first_person:
+            mine = first_person(embedded, names_of(scope.user_id) + names_of(scope.agent_id))
+        if mine is None:
+            qvec = core.embedder.embed_batch([embedded])[0]
+        else:  # both readings (retrieve/person.py)
+            both = core.embedder.embed_batch([embedded, mine]).sum(axis=0)
+            qvec = (both / max(float(np.linalg.norm(both)), 1e-12)).astype(np.float32)
     with core.lock:
         core.sync_index()
         cands = hybrid.retrieve(core.store, core.index, scope, query, qvec, cfg, n, window,
