@@ -3,7 +3,8 @@ acknowledged is lost and nothing unacknowledged is half there.
 
 Each trial starts a child process that writes to a store in a loop and prints one line
 after each call returns (the acknowledgement, with what it wrote), and a ``try`` line
-before it. The parent kills it with SIGKILL at a random moment after its first acknowledgement and opens the store again:
+before it. The parent kills it with SIGKILL at a random moment after its first
+acknowledgement and opens the store again:
 
 - every acknowledged id is present, with its text and a vector identical to the one the
   write was given or the embedder makes of its text (the hash embedder: deterministic);
@@ -212,7 +213,7 @@ def trial(scenario: str, home: Path, rng: random.Random, max_wait: float = 1.5
         raise RuntimeError(f"the writer did not start: {first!r}")
     # The clock starts at the first acknowledgement, so that every kill falls among
     # writes even on a loaded machine (a kill before any write checks nothing).
-    head = []
+    head: list[dict[str, Any]] = []
     while not any("op" in line for line in head):
         raw = proc.stdout.readline()
         if not raw:
