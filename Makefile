@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UI := latentmem/server/ui
+UI_ASSETS := $(UI)/static/vendor/versions.json
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help install demo test lint typecheck unit fuzz clean
+.PHONY: help install demo test lint typecheck unit fuzz ui ui-test ui-shots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,9 +22,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	HF_HUB_OFFLINE=1 $(BIN)/python -m latentmem.encode.onnx  # the ONNX embedder's graph, once
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install latentmem with its dev tools
+# The web explorer's libraries: npm ci from the committed lockfile, copied into the package.
+$(UI_ASSETS): $(UI)/package.json $(UI)/package-lock.json $(UI)/build.py | $(BIN)/python
+	$(BIN)/python $(UI)/build.py
 
-demo: $(STAMP) ## build a memory from the sample conversation, search it, export and re-import
+install: $(STAMP) $(UI_ASSETS) ## create .venv and install latentmem with its dev tools and the web explorer's assets
+
+ui: ## rebuild the web explorer's assets (npm ci + copy into latentmem/server/ui/static/vendor)
+	$(BIN)/python $(UI)/build.py
+
+ui-test: $(STAMP) $(UI_ASSETS) ## the web explorer in headless Chromium (needs /usr/bin/chromium)
+	$(BIN)/pytest -q tests/test_ui.py tests/test_ui_api.py
+
+ui-shots: $(STAMP) $(UI_ASSETS) ## the browser tests, saving each view's screenshot to docs/ui/
+	LATENTMEM_UI_SHOTS=docs/ui $(BIN)/pytest -q tests/test_ui.py
+
+demo: $(STAMP) $(UI_ASSETS) ## build a memory from the sample conversation, search it, export and re-import
 	$(BIN)/latentmem demo
 
 lint: $(STAMP) ## ruff
@@ -31,10 +46,10 @@ lint: $(STAMP) ## ruff
 typecheck: $(STAMP) ## mypy on the package
 	$(BIN)/mypy latentmem
 
-unit: $(STAMP) ## the tests that need no model (fast)
+unit: $(STAMP) $(UI_ASSETS) ## the tests that need no model (fast)
 	$(BIN)/pytest -q -m "not slow"
 
-test: $(STAMP) lint typecheck ## ruff, mypy, then every test (slow ones included)
+test: $(STAMP) $(UI_ASSETS) lint typecheck ## ruff, mypy, then every test (slow ones included)
 	$(BIN)/pytest -q
 
 fuzz: $(STAMP) ## a longer schema fuzz of the server, fresh randomness: make fuzz N=20000
@@ -42,4 +57,4 @@ fuzz: $(STAMP) ## a longer schema fuzz of the server, fresh randomness: make fuz
 		$(BIN)/pytest -q -s tests/test_fuzz.py
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(UI)/node_modules $(UI)/static/vendor

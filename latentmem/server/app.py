@@ -434,7 +434,10 @@ def build_app(state: ServerState) -> FastAPI:
         return {"imported": s.import_records(user_id, records, edges, body.on_conflict)}
 
     _key_routes(app, who, state)
-    from latentmem.server import mcp_server, proxy
+    from latentmem.server import explore, mcp_server, proxy, ui
+
+    explore.attach(app, state, scoped, ERRORS)
+    ui.attach(app)
 
     proxy.attach(app, state, scoped)
     mcp_server.attach(app, state)

@@ -241,3 +241,77 @@ class KeyCreated(KeyOut):
 
 class KeyList(Answer):
     keys: list[KeyOut]
+
+
+# -- the web explorer's reads (server/explore.py) ---------------------------------------------
+
+class TimelineAnswer(Answer):
+    user_id: str
+    memories: list[RecordOut]
+    inverted: dict[str, str] = Field(description="for each lossy memory on the page: the text "
+                                                 "the inverter reads back from its vector")
+    inversion_note: str | None = Field(description="why some lossy memories were not inverted")
+    next_cursor: str | None
+
+
+class GraphNode(RecordOut):
+    state: Literal["live", "archived"]
+
+
+class GraphEdge(Answer):
+    src: str
+    dst: str
+    type: str
+    weight: float | None
+
+
+class GraphAnswer(Answer):
+    id: str
+    depth: int
+    truncated: bool = Field(description="true when more memories were in reach than the limit")
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class JournalCycle(Answer):
+    cycle: str | None = Field(description="null: actions taken on request, outside a cycle")
+    at: str | None
+    summary: str | None = Field(description="the cycle's store-wide report (admin keys)")
+    events: list[dict[str, Any]]
+
+
+class JournalAnswer(Answer):
+    user_id: str
+    cycles: list[JournalCycle]
+    preloaded: list[dict[str, Any]] = Field(description="the memories ({id, text}) the last "
+                                                        "cycle predicted and warmed")
+
+
+class UserHealth(Answer):
+    user_id: str
+    memories: int
+    sessions: int
+    superseded: int
+    levels: dict[str, dict[str, int]] = Field(description="level -> {lossless, lossy} counts")
+    tiers: dict[str, int]
+    embedder: str
+    dim: int
+    vector_tier: str
+    text_bytes_per_memory: float | None
+    vector_bytes_per_memory: int
+    store: dict[str, Any] | None = Field(description="the store's figures (admin keys)")
+    controller: dict[str, Any] | None = Field(description="the learned controller (admin keys)")
+    cycles: list[dict[str, Any]] | None = Field(description="the last sleep cycles (admin keys)")
+    sleep: dict[str, Any] | None = None
+
+
+class AuditAnswer(Answer):
+    user_id: str
+    n: int
+    steps: int
+    with_text: int
+    cosine: float | None
+    token_f1: float | None
+    bleu: float | None
+    exact: float | None
+    examples: list[dict[str, Any]]

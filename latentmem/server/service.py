@@ -23,6 +23,10 @@ from latentmem.tenancy import Principal
 from latentmem.types import Context, Edge, Hit, Receipt, Record
 
 MAX_PAGE = 1000
+MAX_DEPTH = 3  # edges a graph request may walk out from its memory
+MAX_INVERTED = 20  # lossy memories a timeline page inverts (each runs the inverter)
+CYCLES_SHOWN = 10
+JOURNAL_SCAN = 5000  # newest events scanned for the sleep cycles' summaries
 
 
 def _missing(id: object) -> NotFoundError:
@@ -205,3 +209,152 @@ class Scoped:
     def users(self) -> list[str]:
         return sorted(self.who.outer(u) for u, _ in self.mem.store.users() if self.who.sees(u))
 
+
+    # -- the web explorer's reads (latentmem/server/ui/, routes in server/explore.py) --------
+
+    def timeline(self, user_id: str | None = None, *, limit: int = 200,
+                 cursor: str | None = None) -> dict[str, Any]:
+        """One page of a user's memories by event time, with the text the inverter reads
+        back from the vector of each lossy (vector-only) memory on it."""
+        user = self.who.user(user_id)
+        page, after = self.page(user_id, limit=limit, cursor=cursor)
+        lossy = [r for r in page if r.text is None]
+        inverted: dict[str, str] = {}
+        note = None
+        if lossy and self.mem.inverter() is None:
+            note = (f"no shipped inverter reads {self.mem.embedder.name} vectors, so lossy "
+                    "memories show their summary only")
+        elif lossy:
+            for record in lossy[:MAX_INVERTED]:
+                inverted[record.id] = self.mem.invert(record.id, steps=0, user_id=user)
+            if len(lossy) > MAX_INVERTED:
+                note = f"only the first {MAX_INVERTED} lossy memories of a page are inverted"
+        return {"user_id": self.who.outer(user), "memories": [r.to_dict() for r in page],
+                "inverted": inverted, "inversion_note": note, "next_cursor": after}
+
+    def graph(self, id: str, depth: int = 1, limit: int = 60) -> dict[str, Any]:
+        """The memories within ``depth`` edges of one memory (at most ``limit``), with the
+        edges between them. Archived ends of an edge (a consolidation's sources) are shown
+        but not expanded; what lies outside the scope is left out."""
+        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+            raise InvalidInputError(f"depth must be an integer in [1, {MAX_DEPTH}], found {depth!r}")
+        center = self._owned(id)
+        user = center.user_id
+        nodes: dict[str, tuple[Record, str]] = {id: (center, "live")}
+        edges: set[Edge] = set()
+        frontier, truncated = [id], False
+        for _ in range(depth):
+            reached: list[str] = []
+            for nid in frontier:
+                for edge in self.mem.edges(nid, user_id=user):
+                    other = edge.dst if edge.src == nid else edge.src
+                    if other not in nodes:
+                        if len(nodes) >= limit:
+                            truncated = True
+                            continue
+                        found = self._neighbour(other, user)
+                        if found is None:
+                            continue
+                        nodes[other] = found
+                        if found[1] == "live":
+                            reached.append(other)
+                    edges.add(edge)
+            frontier = reached
+        return {"id": id, "depth": depth, "truncated": truncated,
+                "nodes": [{**self._out(r).to_dict(), "state": state} for r, state in nodes.values()],
+                "edges": [{"src": e.src, "dst": e.dst, "type": e.type, "weight": e.weight}
+                          for e in sorted(edges, key=lambda e: (e.src, e.dst, e.type))
+                          if e.src in nodes and e.dst in nodes]}
+
+    def _neighbour(self, id: str, user: str) -> tuple[Record, str] | None:
+        try:
+            return self.mem.get(id, user_id=user), "live"
+        except NotFoundError:
+            archived = self.mem.store.archived(id)
+            if archived is None or archived[0].user_id != user:
+                return None  # deleted for good, or another user's
+            return dataclasses.replace(archived[0], vector=None), "archived"
+
+    def journal(self, user_id: str | None = None, limit: int = 200) -> dict[str, Any]:
+        """A user's lifecycle events, newest first, grouped by sleep cycle; an admin key
+        also gets each cycle's store-wide summary. ``preloaded``: the user's memories that
+        the last cycle predicted and warmed."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInputError(f"limit must be an integer in [1, {MAX_PAGE}], found {limit!r}")
+        user = self.who.user(user_id)
+        cycles: dict[str | None, dict[str, Any]] = {}
+        for event in self.mem.journal(limit, user_id=user):
+            group = cycles.setdefault(event["cycle"], {"cycle": event["cycle"], "at": event["at"],
+                                                       "summary": None, "events": []})
+            group["events"].append(self._event(event))
+        if self.who.admin:
+            for sleep in self.cycles(CYCLES_SHOWN):
+                group = cycles.setdefault(sleep["cycle"], {"cycle": sleep["cycle"],
+                                                           "at": sleep["at"], "events": []})
+                group["summary"] = sleep["reason"]
+        ordered = sorted(cycles.values(), key=lambda c: c["at"] or "", reverse=True)
+        rowids = sorted(self.mem.preloaded.get(user, ()))
+        preloaded = []
+        for rid in self.mem.store.ids_of(rowids).values() if rowids else ():
+            try:
+                record = self.mem.get(rid, user_id=user)
+            except NotFoundError:
+                continue  # deleted or archived since the cycle warmed it
+            preloaded.append({"id": rid, "text": record.text if record.text is not None
+                              else record.summary})
+        return {"user_id": self.who.outer(user), "cycles": ordered, "preloaded": preloaded}
+
+    def cycles(self, count: int) -> list[dict[str, Any]]:
+        """The newest sleep cycles' store-wide summaries (admin keys)."""
+        self.who.administrator()
+        found = []
+        for event in self.mem.store.events(limit=JOURNAL_SCAN, newest_first=True):
+            if event.action == "sleep" and event.cycle:
+                found.append(event.to_dict())
+                if len(found) == count:
+                    break
+        return found
+
+    def health(self, user_id: str | None = None) -> dict[str, Any]:
+        """A user's memories counted per level and per tier (lossless: text and vector;
+        lossy: vector only), what one costs; an admin key also gets the store's figures,
+        the controller's state and the last sleep cycles."""
+        user = self.who.user(user_id)
+        records = self.mem.all(user)
+        levels: dict[str, dict[str, int]] = {}
+        text_bytes = superseded = 0
+        for record in records:
+            tier = "lossy" if record.text is None else "lossless"
+            counts = levels.setdefault(record.level, {"lossless": 0, "lossy": 0})
+            counts[tier] += 1
+            text_bytes += len((record.text or "").encode())
+            superseded += record.superseded_by is not None
+        codec = self.mem.store.codec
+        vector_bytes = {"fp32": 4 * codec.dim, "fp16": 2 * codec.dim,
+                        "int8": codec.dim + 4}.get(codec.tier) or codec.pq_bytes
+        n = len(records)
+        out: dict[str, Any] = {
+            "user_id": self.who.outer(user), "memories": n,
+            "sessions": len({r.session_id for r in records if r.session_id}),
+            "superseded": superseded, "levels": levels,
+            "tiers": {t: sum(c[t] for c in levels.values()) for t in ("lossless", "lossy")},
+            "embedder": self.mem.embedder.name, "dim": self.mem.dim, "vector_tier": codec.tier,
+            "text_bytes_per_memory": text_bytes / n if n else None,
+            "vector_bytes_per_memory": vector_bytes, "sleep": None, "controller": None,
+            "store": None, "cycles": None}
+        if self.who.admin:
+            stats = self.mem.stats()
+            out["store"] = {k: stats[k] for k in ("records", "users", "db_bytes", "index_bytes",
+                                                  "bytes_per_memory", "index_vectors")}
+            state = self.mem.controller.state()
+            out["controller"] = {k: state[k] for k in ("features", "weights", "events",
+                                                       "packed_n", "population_n")}
+            out["cycles"] = self.cycles(CYCLES_SHOWN)
+        return out
+
+    def audit_inversion(self, user_id: str | None = None, limit: int = 20,
+                        steps: int = 0) -> dict[str, Any]:
+        """``Memory.audit_inversion`` for one of the key's users."""
+        user = self.who.user(user_id)
+        report = self.mem.audit_inversion(user_id=user, limit=limit, steps=steps)
+        return {**report, "user_id": self.who.outer(user)}
