@@ -22,9 +22,20 @@ IMPORT_FORMATS = ("csv", "npy", "hdf5", "pickle", "jsonl", "locomo", "chat")
 EXPORT_FORMATS = ("csv", "npy", "hdf5", "pickle", "jsonl")
 
 
+def one_line(message: str, limit: int = 1000) -> str:
+    """``message`` fit for one line of a terminal: what would break the line or reach the
+    terminal as a control (a newline, an escape, a lone surrogate from a shell's undecodable
+    bytes) is shown escaped, as in a repr, and a message that quotes a huge argument back
+    (argparse's "unrecognized arguments") is cut at ``limit`` characters."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message[:limit])
+    if len(line) <= limit and len(message) <= limit:
+        return line
+    return f"{line[:limit]}... ({len(message)} characters)"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line, not usage + message
-        sys.stderr.write(f"latentmem: error: {message} (see --help)\n")
+        sys.stderr.write(f"latentmem: error: {one_line(message)} (see --help)\n")
         raise SystemExit(2)
 
 
@@ -47,6 +58,19 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _path(text: str) -> str:
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"expected a file's path, found one with a NUL "
+                                         f"character: {text[:100]!r}")
+    return text
+
+
+def _shown_path(path: str) -> str:
+    """A path fit to print: bytes of a name that are not UTF-8 (which a shell hands over as
+    lone surrogates, and a UTF-8 stdout refuses) become U+FFFD."""
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in path)
+
+
 def _text_arg(value: str) -> str:
     return sys.stdin.read() if value == "-" else value
 
@@ -58,6 +82,8 @@ def cmd_add(args: argparse.Namespace) -> int:
             metadata = json.loads(args.metadata)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"--metadata is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidInputError("--metadata is nested too deep to read") from exc
     with _open(args) as m:
         receipt = m.add(
             _text_arg(args.text),
@@ -185,7 +211,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 close()
         else:
             n = formats.import_into(m, args.path, args.format, on_conflict=args.on_conflict)
-    _emit(args, {"imported": n}, lambda: print(f"imported {n} memories from {args.path}"))
+    _emit(args, {"imported": n}, lambda: print(f"imported {n} memories from {_shown_path(args.path)}"))
     return 0
 
 
@@ -194,8 +220,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with _open(args) as m:
         n = formats.export_memory(m, args.path, args.format, user_id=args.user_given)
-    _emit(args, {"exported": n, "path": args.path},
-          lambda: print(f"exported {n} memories to {args.path} ({args.format})"))
+    path = _shown_path(args.path)
+    _emit(args, {"exported": n, "path": path},
+          lambda: print(f"exported {n} memories to {path} ({args.format})"))
     return 0
 
 
@@ -457,13 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("import", parents=[common], help="import records or a conversation")
-    p.add_argument("path")
+    p.add_argument("path", type=_path)
     p.add_argument("--format", required=True, choices=IMPORT_FORMATS)
     p.add_argument("--on-conflict", choices=("error", "skip"), default="error")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", parents=[common], help="export records and vectors")
-    p.add_argument("path")
+    p.add_argument("path", type=_path)
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.set_defaults(func=cmd_export)
 
@@ -579,10 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except LatentMemError as exc:
         status = 2 if isinstance(exc, InvalidInputError) else 1
-        sys.stderr.write(f"latentmem: {exc.name()}: {exc}\n")
+        sys.stderr.write(f"latentmem: {exc.name()}: {one_line(str(exc))}\n")
         return status
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        sys.stderr.write(f"latentmem: {type(exc).__name__}: {exc}\n")
+    except (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as exc:
+        sys.stderr.write(f"latentmem: {type(exc).__name__}: {one_line(str(exc))}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("latentmem: interrupted\n")

@@ -45,6 +45,9 @@ def resolve_home(path: str | os.PathLike[str] | None) -> Path | str:
     location = path if path is not None else os.environ.get("LATENTMEM_HOME") or DEFAULT_HOME
     if isinstance(location, str) and location.startswith(("postgresql://", "postgres://")):
         return location
+    if "\x00" in str(location):
+        raise InvalidInputError(f"the store's home {str(location)[:100]!r} contains a NUL "
+                                "character; expected a folder's path or a postgresql:// URL")
     return Path(location)
 
 

@@ -29,7 +29,7 @@ from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.graph import entities
-from latentmem.inputs import check_scope_value
+from latentmem.inputs import check_id, check_scope_value
 from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve import topics
@@ -242,10 +242,9 @@ class Core:
 
     def owned(self, id: object, user_id: str | None, with_vector: bool = False) -> StoredRow:
         """The row for ``id``; another user's memory is reported exactly like a missing one."""
-        if not isinstance(id, str):
-            raise InvalidInputError(f"id must be a string, found {id.__class__.__name__}")
+        rid = check_id(id)
         user = check_scope_value("user_id", user_id)
-        row = self.store.get_row(id, with_vector=with_vector)
+        row = self.store.get_row(rid, with_vector=with_vector)
         if user is not None and row.record.user_id != user:
             raise NotFoundError(f"no memory with id {id!r}")
         return row
@@ -271,13 +270,16 @@ class Core:
         """The user's topics: kept in memory, else read from the store, else built now (in
         memory only: a search writes nothing) when the user is small enough; a bigger one
         waits for a sleep cycle to build them. What is kept is read again once the store's
-        vectors change: another process's cycle may have built them anew."""
+        vectors change: another process's cycle may have built them anew. A user with no
+        session memories left has none, whatever was kept (a user whose memories were all
+        archived is no longer among the users a sleep cycle rebuilds)."""
         epoch = self.store.vector_epoch()
         seen = self._topics.get(user_id)
         if seen is not None and seen[0] == epoch:
             return seen[1]
-        found = topics.load(self.store, user_id)
-        if found is None and self.store.session_count(user_id) <= topics.LAZY_SESSIONS:
+        sessions = self.store.session_count(user_id)
+        found = topics.load(self.store, user_id) if sessions else None
+        if found is None and 0 < sessions <= topics.LAZY_SESSIONS:
             found = topics.build(self.store, user_id)
         self._topics[user_id] = (epoch, found)
         return found

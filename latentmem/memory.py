@@ -21,7 +21,17 @@ from latentmem.config import Config, ScoringWeights, resolve_home
 from latentmem.core import DEFAULT_USER, INDEX_FILE, Core
 from latentmem.encode.base import Embedder
 from latentmem.errors import InputTooLargeError, InvalidInputError, NotFoundError
-from latentmem.inputs import Content, check_scope_value, check_vector, normalise_items
+from latentmem.inputs import (
+    Content,
+    check_chars,
+    check_count,
+    check_id,
+    check_ids,
+    check_metadata,
+    check_scope_value,
+    check_vector,
+    normalise_items,
+)
 from latentmem.retrieve import search as searching
 from latentmem.retrieve.timeparse import parse_time
 from latentmem.store import DB_FILE, redacted
@@ -59,7 +69,11 @@ class Memory:
         if embedder is not None and isinstance(embedder, str):
             config = config.replace(embedder=embedder)
         if isinstance(self.home, Path):
-            self.home.mkdir(parents=True, exist_ok=True)  # after the settings passed their checks
+            try:  # after the settings passed their checks
+                self.home.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise InvalidInputError(f"the store's home {str(self.home)!r} is not a folder "
+                                        f"({exc.strerror}); expected a folder's path") from exc
         self.core = Core(self.home, config, embedder)
 
     # -- the parts, for tools and tests -----------------------------------------------
@@ -156,14 +170,15 @@ class Memory:
         """
         started = time.perf_counter()
         scope = self.core.scope(user_id, agent_id, session_id)
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise InvalidInputError(f"metadata must be a dict, found {metadata.__class__.__name__}")
+        metadata = check_metadata(metadata)
         if importance is not None and not (
             isinstance(importance, int | float) and 0.0 <= importance <= 1.0
         ):
             raise InvalidInputError(f"importance must be a number in [0, 1], found {importance!r}")
         if type is not None and (not isinstance(type, str) or not type.strip()):
             raise InvalidInputError(f"type must be a non-empty string, found {type!r}")
+        if type is not None:
+            check_chars(type, "type")
         storage = self.config.storage
         items = normalise_items(
             content, {"event_time": parse_time(event_time), "role": role, "speaker": speaker},
@@ -211,15 +226,18 @@ class Memory:
         and delete nothing. Deletions are final: they cannot be undone."""
         from latentmem.lifecycle import purge
 
-        id_list = [ids] if isinstance(ids, str) else list(ids)
-        if not id_list:
-            raise InvalidInputError("no ids given")
+        id_list = check_ids(ids)
         with self.core.lock:
             return purge.delete(self.core, id_list, user_id)
 
     def forget(self, id: str, *, reason: str = "forgotten on request", cycle: str | None = None,
                user_id: str | None = None) -> None:
         """Delete one memory for good, journaled with its reason (see ``delete``)."""
+        if not isinstance(reason, str):
+            raise InvalidInputError(f"reason must be a string, found {reason.__class__.__name__}")
+        check_chars(reason, "reason")
+        if cycle is not None:
+            check_id(cycle, "cycle")
         row = self.core.owned(id, user_id)
         self.delete([id])
         self.store.log_event("forget", id, row.record.user_id, reason, None, cycle)
@@ -247,6 +265,7 @@ class Memory:
     def history(self, id: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
         """Every ADD/UPDATE/DELETE of a memory. Deleted memories keep their events, not their
         text; with ``user_id`` only a live memory of that user is shown."""
+        check_id(id)
         if user_id is not None:
             self.core.owned(id, user_id)
         events = self.store.history(id)
@@ -269,6 +288,9 @@ class Memory:
         include_vectors: bool = False,
     ) -> list[Record]:
         scope = self.core.scope(user_id, agent_id, session_id)
+        if limit is not None:
+            check_count("limit", limit, 0)
+        check_count("offset", offset, 0)
         rows = self.store.list_rows(scope, limit, offset, with_vector=include_vectors, order="time")
         return [r.record for r in rows]
 
@@ -280,6 +302,7 @@ class Memory:
         limit = self.config.storage.max_text_chars
         if len(query) > limit:
             raise InputTooLargeError(f"query is {len(query)} characters; the limit is {limit}")
+        check_chars(query, "query")
         scope = self.core.scope(user_id, agent_id, session_id)
         reference = parse_time(as_of, "as_of")
         scope = searching.as_of(scope, reference)
@@ -313,6 +336,8 @@ class Memory:
         """
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], found {k!r}")
+        if weights is not None and not isinstance(weights, ScoringWeights):
+            raise InvalidInputError(f"weights must be ScoringWeights, found {weights.__class__.__name__}")
         scope, reference = self._query(query, user_id, agent_id, session_id, as_of, now)
         qvec = None if query_vector is None else check_vector(query_vector, self.dim, "query_vector")
         return searching.search(self.core, query, scope, k, reference=reference, weights=weights,
@@ -362,6 +387,10 @@ class Memory:
         seconds; returns its report. Every action it takes is journaled (``explain``)."""
         from latentmem.lifecycle import sleep
 
+        if phases is not None and (isinstance(phases, str) or not isinstance(phases, Sequence)
+                                   or not all(isinstance(p, str) for p in phases)):
+            raise InvalidInputError(f"phases must be a list of some of {list(sleep.PHASES)}, "
+                                    f"found {phases.__class__.__name__}")
         return sleep.run_cycle(self.core, budget, tuple(phases) if phases else sleep.PHASES)
 
     def start_sleeping(self, every: float, budget: float | None = None) -> Any:
@@ -373,8 +402,7 @@ class Memory:
 
     def explain(self, id: str, *, user_id: str | None = None) -> list[dict[str, Any]]:
         """What the lifecycle did to a memory (live, archived or deleted) and why."""
-        if not isinstance(id, str) or not id:
-            raise InvalidInputError("id must be a non-empty string")
+        check_id(id)
         events = self.store.events(record_id=id)
         if user_id is not None:
             events = [e for e in events if e.user_id == user_id]
@@ -385,10 +413,10 @@ class Memory:
     def journal(self, limit: int = 50, *, user_id: str | None = None,
                 cycle: str | None = None) -> list[dict[str, Any]]:
         """The newest lifecycle events (of one user's memories, or of one sleep cycle)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be a positive integer, found {limit!r}")
+        check_count("limit", limit, 1)
         user = check_scope_value("user_id", user_id)
         if cycle is not None:
+            check_id(cycle, "cycle")
             events = [e for e in self.store.events(cycle=cycle) if user is None or e.user_id == user]
             return [e.to_dict() for e in events[:limit]]
         return [e.to_dict() for e in self.store.events(user_id=user, limit=limit, newest_first=True)]
@@ -407,9 +435,7 @@ class Memory:
         one is shipped). Returns the ids that had text."""
         from latentmem.lifecycle import actions
 
-        id_list = [ids] if isinstance(ids, str) else list(ids)
-        if not id_list:
-            raise InvalidInputError("no ids given")
+        id_list = check_ids(ids)
         for rid in id_list:
             self.core.owned(rid, user_id)
         done = actions.demote(self.core, id_list, "demoted on request")
@@ -427,8 +453,8 @@ class Memory:
         ``originals``: keep, demote or archive them."""
         from latentmem.lifecycle import actions
 
-        return actions.merge(self.core, ids, weights=weights, mode=mode, originals=originals,
-                             user_id=user_id)
+        return actions.merge(self.core, check_ids(ids), weights=weights, mode=mode,
+                             originals=originals, user_id=user_id)
 
     # -- latent memory (latentmem/invert/) ------------------------------------------------
 

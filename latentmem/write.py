@@ -26,7 +26,15 @@ from latentmem.encode import segment
 from latentmem.errors import InvalidInputError, NotFoundError
 from latentmem.graph import causal
 from latentmem.ids import new_id
-from latentmem.inputs import check_scope_value, check_vector, content_hash, index_text_for, is_unit_f32
+from latentmem.inputs import (
+    check_chars,
+    check_edge,
+    check_ids,
+    check_metadata,
+    check_record,
+    content_hash,
+    index_text_for,
+)
 from latentmem.retrieve.timeparse import parse_time
 from latentmem.store.base import Scope
 from latentmem.types import Edge, Receipt, Record
@@ -99,9 +107,7 @@ def superseded(core: Core, supersedes: str | Sequence[str] | None, user: str) ->
     """The ids a new memory replaces, each checked to be one of ``user``'s."""
     if supersedes is None:
         return []
-    ids = [supersedes] if isinstance(supersedes, str) else list(supersedes)
-    if not all(isinstance(i, str) and i for i in ids):
-        raise InvalidInputError("supersedes must be a memory id or a list of ids")
+    ids = check_ids(supersedes, "supersedes")
     for rid in ids:
         core.owned(rid, user)  # NotFoundError for unknown ids and other users' memories
     return list(dict.fromkeys(ids))
@@ -209,19 +215,19 @@ def update_changes(text: Any, metadata: Any, event_time: object, importance: Any
     if text is not None:
         changes["text"] = normalise_items(text, {}, 1, max_text_chars)[0]["text"]
     if metadata is not None:
-        if not isinstance(metadata, Mapping):
-            raise InvalidInputError(f"metadata must be a dict, found {metadata.__class__.__name__}")
-        changes["metadata"] = dict(metadata)
+        changes["metadata"] = check_metadata(metadata)
     if event_time is not None:
         changes["event_time"] = parse_time(event_time)
     if importance is not None:
         if not (isinstance(importance, int | float) and 0.0 <= importance <= 1.0):
             raise InvalidInputError(f"importance must be in [0, 1], found {importance!r}")
         changes["importance"] = float(importance)
-    if title is not None:
-        changes["title"] = str(title)
-    if type is not None:
-        changes["type"] = str(type)
+    for name, value in (("title", title), ("type", type)):
+        if value is not None:
+            if not isinstance(value, str) or (name == "type" and not value.strip()):
+                raise InvalidInputError(f"{name} must be a{' non-empty' if name == 'type' else ''}"
+                                        f" string, found {value.__class__.__name__}")
+            changes[name] = check_chars(value, name)
     if not changes:
         raise InvalidInputError(
             "nothing to update: give text, metadata, event_time, importance, title or type")
@@ -232,22 +238,20 @@ def import_records(core: Core, records: Sequence[Record], edges: Sequence[Edge],
                    on_conflict: str) -> int:
     """Insert fully formed records (ids, times and vectors kept) in one transaction; see
     ``Memory.import_records``."""
-    if on_conflict not in ("error", "skip"):
+    if not isinstance(on_conflict, str) or on_conflict not in ("error", "skip"):
         raise InvalidInputError(f"on_conflict must be 'error' or 'skip', found {on_conflict!r}")
+    for name, given in (("records", records), ("edges", edges)):
+        if not isinstance(given, Sequence) or isinstance(given, str | bytes):
+            raise InvalidInputError(f"{name} must be a list, found {given.__class__.__name__}")
     rows: list[tuple[Record, str]] = []
     for pos, rec in enumerate(records):
-        if rec.vector is None:
-            raise InvalidInputError(f"record {pos} ({rec.id}) has no vector")
-        rec.vector = check_vector(rec.vector, core.dim, f"record {pos} ({rec.id}) vector") \
-            if not is_unit_f32(rec.vector, core.dim) else rec.vector
-        check_scope_value("user_id", rec.user_id, required=True)
+        check_record(rec, pos, core.dim)
         for clock in ("created_at", "updated_at"):  # kept as given: nothing to fill them from
             if getattr(rec, clock) is None:
                 raise InvalidInputError(f"record {pos} ({rec.id}) has no {clock}; imported "
                                         "records keep their times, so each needs one")
-        if rec.text is not None and not isinstance(rec.text, str):
-            raise InvalidInputError(f"record {pos} ({rec.id}): text must be a string or null")
         rows.append((rec, index_text_for(rec.text or "", rec.speaker)))
+    edges = [check_edge(edge, pos) for pos, edge in enumerate(edges)]
     with core.lock:
         if on_conflict == "skip":
             existing = set()

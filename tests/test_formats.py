@@ -152,8 +152,12 @@ def test_wrong_path_kind(mem: Memory, tmp_path: Path) -> None:
     (tmp_path / "f.csv").write_text("id\n")
     with pytest.raises(InvalidInputError, match="directory"):
         import_into(mem, tmp_path / "f.csv", "csv")
-    with pytest.raises(FileNotFoundError):
-        import_into(mem, tmp_path / "missing.jsonl", "jsonl")
+    for fmt in ALL:  # the CLI says so on one line and exits 2, like any bad input
+        with pytest.raises(InvalidInputError, match="does not exist"):
+            import_into(mem, tmp_path / "missing", fmt)
+    for fmt in ("locomo", "chat"):
+        with pytest.raises(InvalidInputError, match="does not exist"):
+            import_conversation(mem, tmp_path / "missing.json", fmt)
     with pytest.raises(InvalidInputError, match="unknown format"):
         import_into(mem, tmp_path, "xml")
 

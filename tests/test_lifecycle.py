@@ -554,3 +554,37 @@ def test_the_journal_lists_the_newest_events_of_a_user_or_a_cycle(mem: Memory) -
     assert [e["action"] for e in mem.journal(cycle=report.cycle)][-1] == "sleep"
     with pytest.raises(InvalidInputError):
         mem.journal(limit=0)
+
+
+def test_a_memory_written_after_the_newest_was_deleted_is_still_consolidated(
+        mem: Memory) -> None:
+    """Consolidation compares the memories past its rowid watermark. SQLite gave a deleted
+    newest memory's rowid to the next one written, below the watermark, so a duplicate
+    written then was never compared (found by the state machine, tests/test_properties.py)."""
+    mem.add("I moved to Lisbon in May.", user_id="ana")
+    newest = mem.add("The piano lessons start on Monday.", user_id="ana").ids[0]
+    assert mem.sleep().phases["consolidate"]["clusters"] == 0
+    mem.delete(newest)
+    mem.add("I moved to Lisbon in May!", user_id="ana")
+    assert mem.sleep().phases["consolidate"]["clusters"] == 1
+    assert [r.text for r in mem.all("ana")] == ["I moved to Lisbon in May."]
+
+
+def test_undoing_a_merge_that_cannot_be_undone_whole_changes_nothing(mem: Memory) -> None:
+    """A source demoted by one merge, then archived by another: the first merge's undo
+    cannot give it its text back, and must not give the other sources theirs either (it
+    did, then raised; found by the state machine, tests/test_properties.py)."""
+    a, b, c = mem.add(["Tea at noon.", "Tea at nine.", "Coffee at ten."], user_id="ana").ids
+    first = mem.merge([a, b, c], originals="demote", user_id="ana")
+    second = mem.merge([a, b], originals="archive", user_id="ana")
+    before = (sorted((r.id, r.text) for r in mem.all("ana")),
+              [e["undoable"] for e in mem.journal(limit=100)])
+    seq = mem.explain(first.id)[0]["seq"]
+    with pytest.raises(NotFoundError, match=f"#{seq} \\(merge\\) cannot be undone"):
+        mem.undo(seq)
+    assert (sorted((r.id, r.text) for r in mem.all("ana")),
+            [e["undoable"] for e in mem.journal(limit=100)]) == before
+    mem.undo(mem.explain(second.id)[0]["seq"])
+    mem.undo(seq)
+    assert sorted((r.id, r.text) for r in mem.all("ana")) == sorted(
+        [(a, "Tea at noon."), (b, "Tea at nine."), (c, "Coffee at ten.")])

@@ -248,6 +248,8 @@ def register(subparsers: Any) -> None:
         controller,
         embedder,
         fit_ranker,
+        hostile_files,
+        hostile_input,
         inversion,
         perf,
         reliability,
@@ -264,3 +266,5 @@ def register(subparsers: Any) -> None:
     serve.add_parser(sub)
     embedder.add_parser(sub)
     reliability.add_parser(sub)
+    hostile_input.add_parser(sub)
+    hostile_files.add_parser(sub)

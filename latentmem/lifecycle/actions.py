@@ -240,8 +240,13 @@ def merge(core: Core, ids: Sequence[str], *, weights: Sequence[float] | None = N
     if weights is None:
         w = np.ones(len(id_list), dtype=np.float32)
     else:
-        w = np.asarray(list(weights), dtype=np.float64).astype(np.float32)
-        if len(w) != len(id_list) or not np.isfinite(w).all() or (w <= 0).any():
+        try:
+            with np.errstate(over="ignore"):  # past float32: infinite, refused below
+                w = np.asarray(list(weights), dtype=np.float64).astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError("weights must be positive numbers, one per distinct id; "
+                                    f"found {weights.__class__.__name__}") from exc
+        if w.shape != (len(id_list),) or not np.isfinite(w).all() or (w <= 0).any():
             raise InvalidInputError("weights must be positive numbers, one per distinct id")
     rows = [core.owned(rid, user_id, with_vector=True) for rid in id_list]
     users = {r.record.user_id for r in rows}
@@ -300,15 +305,9 @@ def _undo_merge(core: Core, record_id: str) -> None:
     """Delete the merged record and bring its originals back as they were."""
     from latentmem.lifecycle import purge
 
-    try:
-        row = core.store.get_row(record_id)
-    except NotFoundError:
-        row = None
-    sources = row.record.sources if row is not None else []
-    for rid in sources:
-        for event in reversed(journal.for_record(core.store, rid)):
-            if event.undone_at is None and event.undoable and event.reason == f"merged into {record_id}":
-                undo(core, event.seq)
+    row, sources, steps = _merge_steps(core, record_id)
+    for seq in steps:
+        undo(core, seq)
     # Consolidation leaves memories alone once a merge of theirs was undone: someone
     # decided they should stay apart.
     core.store.mark_unmerged(sources, record_id)
@@ -317,7 +316,51 @@ def _undo_merge(core: Core, record_id: str) -> None:
             purge.delete(core, [record_id], None)
 
 
+def _merge_steps(core: Core, record_id: str) -> tuple[StoredRow | None, list[str], list[int]]:
+    """A merged record (None when gone), its sources, and the events an undo of the merge
+    undoes: each source's archiving or demotion for it, newest first."""
+    try:
+        row: StoredRow | None = core.store.get_row(record_id)
+    except NotFoundError:
+        row = None
+    sources = row.record.sources if row is not None else []
+    steps = [event.seq for rid in sources for event in reversed(journal.for_record(core.store, rid))
+             if event.undone_at is None and event.undoable
+             and event.reason == f"merged into {record_id}"]
+    return row, sources, steps
+
+
 # -- undo --------------------------------------------------------------------------
+
+
+def _blocked(core: Core, event: journal.Event, payload: dict[str, Any]) -> Exception | None:
+    """What undoing ``event`` would fail with, found before anything changes. An undo of
+    a merge undoes several events (the archiving or demotion of each source): one of them
+    failing halfway left the others undone and the merge in place (a source demoted by
+    one merge and archived by another; found by the state machine of
+    tests/test_properties.py)."""
+    rid = event.record_id
+    op = payload.get("op")
+    if op == "demote":
+        try:
+            text = core.store.get_row(str(rid)).record.text
+        except NotFoundError:
+            return NotFoundError(f"{rid} is not live (archived or deleted since its demotion); "
+                                 "its text cannot be put back")
+        if text is not None:
+            return InvalidInputError(f"{rid} has text again; nothing to undo")
+    elif op == "restore" and core.store.archived(str(rid)) is None:
+        return NotFoundError(f"{rid} is not archived")
+    elif op == "unmerge":
+        for seq in _merge_steps(core, str(rid))[2]:
+            step, step_payload = core.store.event(seq)
+            problem = _blocked(core, step, step_payload or {})
+            if problem is not None:
+                return type(problem)(
+                    f"event #{event.seq} (merge) cannot be undone: its step #{seq} ({step.action} "
+                    f"of {step.record_id}) cannot: {problem}")
+    return None
+
 
 
 def undo(core: Core, seq: int, user_id: str | None = None) -> journal.Event:
@@ -340,6 +383,9 @@ def undo(core: Core, seq: int, user_id: str | None = None) -> journal.Event:
             "undo window has passed")
     op = payload.get("op")
     with core.lock:
+        problem = _blocked(core, event, payload)
+        if problem is not None:
+            raise problem
         if op == "demote":
             _undo_demote(core, event.record_id, payload)
         elif op == "restore":

@@ -43,13 +43,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     with _open(args) as m:
         if args.cycle:
-            events = [e.to_dict() for e in journal.of_cycle(m.store, args.cycle)]
+            events = m.journal(journal.MAX_EVENT, cycle=args.cycle)
             if not events:
                 raise InvalidInputError(f"no sleep cycle {args.cycle!r}")
         elif args.id:
             events = m.explain(args.id)
         else:
-            events = [e.to_dict() for e in reversed(journal.recent(m.store, args.recent))]
+            events = list(reversed(m.journal(args.recent)))
 
     def human() -> None:
         if not events:

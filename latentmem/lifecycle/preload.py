@@ -94,7 +94,10 @@ def run(core: Core, deadline: float) -> dict[str, Any]:
         ranked, baseline = predict(core, user, size)
         if not ranked:
             continue
-        core.store.light_rows("rowid", ranked)  # the read is the warming
+        # The read is the warming. What was returned to this user long ago may since have
+        # left, and its rowid gone to another user's new memory (SQLite reuses them).
+        mine = {r.rowid for r in core.store.light_rows("rowid", ranked) if r.user_id == user}
+        ranked = [r for r in ranked if r in mine]
         core.preloaded[user] = set(ranked)
         core.store.set_meta(f"preload:{user}", json.dumps(
             {"at": time.time(), "rowids": ranked, "baseline": baseline}))

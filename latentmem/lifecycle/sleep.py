@@ -65,7 +65,7 @@ def _phase(name: str, core: Core, snapshot: Snapshot, deadline: float, cycle: st
 def run_cycle(core: Core, budget: float | None = None,
               phases: tuple[str, ...] = PHASES, now: float | None = None) -> SleepReport:
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
-                               or budget <= 0):
+                               or not budget > 0):
         raise InvalidInputError(f"budget must be a positive number of seconds, found {budget!r}")
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:

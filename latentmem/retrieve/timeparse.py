@@ -3,7 +3,10 @@
 Accepted: ``datetime`` (naive means UTC), Unix seconds, ISO-8601 strings
 ("2023-05-08", "2023-05-08T13:56", with or without offset, "Z" included), and
 the "1:56 pm on 8 May, 2023" form that LoCoMo and many chat exports use.
-Anything else is an ``InvalidInputError`` naming the accepted forms.
+Anything else is an ``InvalidInputError`` naming the accepted forms, and so is a time
+outside 0001-01-02 .. 9999-12-30 UTC: stored as Unix seconds, ``datetime.max`` reads back
+as the year 10000, which ``datetime`` refuses, and an edge of the range given with an
+offset overflows on the way to UTC.
 """
 
 from __future__ import annotations
@@ -39,6 +42,22 @@ def _aware(value: datetime) -> datetime:
 
 
 def parse_time(value: object, field: str = "event_time") -> datetime | None:
+    try:
+        result = _parse(value, field)
+    except OverflowError:  # an edge of the range, with an offset, on its way to UTC
+        result = datetime.min.replace(tzinfo=UTC)
+    if result is not None and not _MIN <= result <= _MAX:
+        raise InvalidInputError(f"{field}: {_shown(value)} is out of range; expected a time "
+                                f"from {_MIN.date()} to {_MAX.date()} (UTC)")
+    return result
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _parse(value: object, field: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -71,7 +90,7 @@ def parse_time(value: object, field: str = "event_time") -> datetime | None:
             except ValueError:
                 continue
         raise InvalidInputError(
-            f"{field}: cannot read {value!r} as a date-time; expected ISO-8601 "
+            f"{field}: cannot read {_shown(value)} as a date-time; expected ISO-8601 "
             "(e.g. 2023-05-08T13:56), Unix seconds, or '1:56 pm on 8 May, 2023'"
         )
     raise InvalidInputError(

@@ -134,10 +134,14 @@ def load(store: ModelState, user_id: str) -> Topics | None:
 
 
 def refresh(store: Store, user_id: str, reader: Scans | None = None) -> Topics | None:
-    """Build and keep the user's topics (a sleep cycle, or ``Memory.topics``)."""
+    """Build and keep the user's topics (a sleep cycle, or ``Memory.topics``). A user left
+    without session memories (merged into session-less records, archived, deleted) keeps
+    none: topics kept from before would name memories that are gone."""
     topics = build(store, user_id, reader)
     if topics is not None:
         store.save_model(MODEL_PREFIX + user_id, topics.to_json())
+    else:
+        store.delete_models([MODEL_PREFIX + user_id])
     return topics
 
 

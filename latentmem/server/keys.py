@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from latentmem.errors import InvalidInputError, NotFoundError, UnauthorizedError
-from latentmem.inputs import check_scope_value
+from latentmem.inputs import check_chars, check_id, check_scope_value
 from latentmem.store.base import Store
 from latentmem.store.keys import ApiKey
 from latentmem.tenancy import Principal, check_tenant
@@ -49,6 +49,7 @@ def create(store: Store, tenant: str, users: Sequence[str] | None = None, *,
             raise InvalidInputError("--user was given with no user ids")
     if not isinstance(label, str) or len(label) > 200:
         raise InvalidInputError("a key's label is a string of at most 200 characters")
+    check_chars(label, "a key's label")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(key_id, tenant, chosen, bool(read_only), bool(admin), _digest(secret),
@@ -58,6 +59,7 @@ def create(store: Store, tenant: str, users: Sequence[str] | None = None, *,
 
 
 def revoke(store: Store, key_id: str) -> ApiKey:
+    check_id(key_id, "key id")
     if not store.revoke_key(key_id, time.time()):
         raise NotFoundError(f"no live key with id {key_id!r}")
     key = store.api_key(key_id)

@@ -37,6 +37,7 @@ vendor fields would have to be modelled to survive); relaying every upstream sta
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -65,6 +66,16 @@ MAX_BUDGET = 32_000
 # The query is the end of the last user message: a pasted document's question usually
 # comes last, and retrieval gains nothing from more text than an embedder reads.
 MAX_QUERY_CHARS = 4000
+_UNSEARCHABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def searchable(text: str) -> str:
+    """The query a chat message gives: its end, with what no store takes as a query (NUL, a
+    lone surrogate) made a space. The chat goes on either way; the message itself is
+    stored as sent, or refused with the reason on stderr."""
+    return _UNSEARCHABLE.sub(" ", text[-MAX_QUERY_CHARS:])
+
+
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=60.0, pool=30.0)
 MEMORY_HEADER = ("Memories from earlier conversations with this user, dated, retrieved by "
                  "latentmem. They may be outdated or beside the point; use them only where "
@@ -306,7 +317,7 @@ def attach(app: FastAPI, state: ServerState, scoped: Callable[..., Any]) -> None
                                     f"{sorted(s.who.users)}")
         s.who.user(body.user)  # 400/403 before any work
         options = body.memory
-        context = await run_in_threadpool(s.context, text[-MAX_QUERY_CHARS:], body.user,
+        context = await run_in_threadpool(s.context, searchable(text), body.user,
                                           budget_tokens=options.budget_tokens)
         messages = list(body.messages)
         if context.items and context.text.strip():

@@ -484,9 +484,11 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
             return
         when = time.time() if when is None else when
         ids = [int(r) for r in rowids]
+        mine = "" if user_id is None else " AND user_id = %s"
         with self.transaction() as conn:
             conn.execute("UPDATE lm_records SET access_count = access_count + 1, "
-                         "last_accessed_at = %s WHERE rowid = ANY(%s)", (when, ids))
+                         "last_accessed_at = %s WHERE rowid = ANY(%s)" + mine,
+                         (when, ids) if user_id is None else (when, ids, user_id))
             if user_id is not None:
                 conn.execute("INSERT INTO lm_accesses (user_id, at, rowids) VALUES (%s, %s, %s)",
                              (user_id, when, json.dumps(ids)))

@@ -42,6 +42,8 @@ _COLUMNS = (
     "superseded_by, importance, access_count, last_accessed_at, strength, sources, "
     "content_hash, vector"
 )
+# The highest rowid ever given (``SQLiteStore._next_rowid``), in ``meta``.
+_ROWID_HIGH = "rowid_high"
 # index_text and summary are stored only when they differ from what is derived from the
 # text (NULL otherwise, migration 006): index_text's derivation is SQL, as in the full-text
 # triggers, and must stay equal to inputs.index_text_for; summary's is _plain.
@@ -334,8 +336,9 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                         "INSERT INTO history(record_id, event, at, detail) "
                         "VALUES (?, 'SUPERSEDED', ?, ?)",
                         (old_id, now, json.dumps({"by": newest.id})))
-            for record, index_text in rows:
-                rowids.append(self._insert_record(conn, record, index_text))
+            first = self._next_rowid(conn) if rows else 0
+            for n, (record, index_text) in enumerate(rows):
+                rowids.append(self._insert_record(conn, record, index_text, first + n))
                 conn.execute(
                     "INSERT INTO history(record_id, event, old_text, new_text, at) "
                     "VALUES (?, ?, NULL, ?, ?)",
@@ -344,17 +347,36 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                 )
             self._insert_edges(conn, edges)
             if rows:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                             (_ROWID_HIGH, str(rowids[-1])))
                 self.bump_epoch()
         self._maybe_train()
         return rowids
 
-    def _insert_record(self, conn: sqlite3.Connection, r: Record, index_text: str) -> int:
+    def _next_rowid(self, conn: sqlite3.Connection) -> int:
+        """The rowid of the next memory: past every rowid this store ever gave, as
+        PostgreSQL's sequence does. SQLite alone would give the rowid of a deleted or
+        archived newest memory to the next one written, while what names memories by
+        rowid still named the one that left: a vector index emptied in bulk
+        (``actions.Unindexer``), the access log preloading reads, the watermark of
+        consolidation (a reused rowid is below it, so the new memory was never compared),
+        or a search's access count written after it returned. Another user's memory
+        could then be returned, counted or preloaded as the first user's. Rejected:
+        ``AUTOINCREMENT``, which needs the records table rebuilt."""
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT max(rowid) FROM records), 0), "
+            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
+            (_ROWID_HIGH,)).fetchone()
+        return int(row[0]) + 1
+
+    def _insert_record(self, conn: sqlite3.Connection, r: Record, index_text: str,
+                       rowid: int) -> int:
         assert r.vector is not None
         try:
             cur = conn.execute(
-                f"INSERT INTO records({_COLUMNS}) VALUES ({','.join('?' * 26)})",
+                f"INSERT INTO records(rowid, {_COLUMNS}) VALUES ({','.join('?' * 27)})",
                 (
-                    r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
+                    rowid, r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
                     _unless_derived(index_text, index_text_for(r.text or "", r.speaker)),
                     r.title, r.type, _unless_derived(r.summary, _plain(r.text)),
                     json.dumps(r.metadata),
@@ -481,15 +503,18 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
     def touch(self, rowids: Sequence[int], when: float | None = None,
               user_id: str | None = None) -> None:
         """Count an access of each memory; with ``user_id``, also log the search's results
-        together (``accesses``: what preloading learns co-access from)."""
+        together (``accesses``: what preloading learns co-access from), and count only
+        that user's: the write comes after the search, by when a rowid may have been
+        freed and given to another user's new memory."""
         if not rowids:
             return
         when = time.time() if when is None else when
+        mine = "" if user_id is None else " AND user_id = ?"
         with self.transaction() as conn:
             conn.executemany(
                 "UPDATE records SET access_count = access_count + 1, last_accessed_at = ? "
-                "WHERE rowid = ?",
-                [(when, r) for r in rowids],
+                "WHERE rowid = ?" + mine,
+                [(when, r) if user_id is None else (when, r, user_id) for r in rowids],
             )
             if user_id is not None:
                 conn.execute("INSERT INTO accesses(at, user_id, rowids) VALUES (?, ?, ?)",

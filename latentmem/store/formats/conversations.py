@@ -13,37 +13,56 @@ to. The turn's ``dia_id`` goes into metadata (provenance), nowhere else.
 
 Chat JSON: a list of ``{role, content, [name], [timestamp]}`` messages, or an
 object ``{"messages": [...], ["session_id"], ["user_id"]}``.
+
+All or nothing: a LoCoMo file becomes one ``Memory.add`` per session, so every
+session is built and checked first, by the same ``normalise_items`` and scope
+checks that ``add`` runs, and only then is anything written. Ids and texts must
+be strings: a ``sample_id`` that is a list is refused, not turned into the user
+``"['x']"``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from latentmem.errors import InvalidInputError
+from latentmem.inputs import check_scope_value, normalise_items
 from latentmem.retrieve.timeparse import parse_time
+from latentmem.store.formats.files import parse_json, read_text
 
 Progress = Callable[[int, int], None]
-_SESSION = re.compile(r"^session_(\d+)$")
+_SESSION = re.compile(r"^session_([0-9]{1,9})$")
 
 
 def _load_json(path: Path) -> Any:
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInputError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_json(read_text(path), str(path))
 
 
 def turn_text(turn: dict[str, Any]) -> str:
     text = str(turn.get("text", ""))
     caption = turn.get("blip_caption")
     return f"{text} [shares a photo: {caption}]" if caption else text
+
+
+def _check_turn(turn: Any, where: str) -> None:
+    if not isinstance(turn, dict) or not isinstance(turn.get("text"), str):
+        raise InvalidInputError(f"{where} has no text (expected an object with a string 'text')")
+    for key in ("speaker", "blip_caption"):
+        if turn.get(key) is not None and not isinstance(turn[key], str):
+            raise InvalidInputError(f"{where}: {key} must be a string, found "
+                                    f"{type(turn[key]).__name__}")
+
+
+def _turn_time(start: datetime | None, turn: int, where: str) -> datetime | None:
+    try:
+        return start + timedelta(seconds=turn) if start else None
+    except OverflowError as exc:
+        raise InvalidInputError(f"{where}: no room for one second per turn before year "
+                                "10000") from exc
 
 
 def locomo_sessions(sample: dict[str, Any], where: str) -> list[tuple[str, Any, list[dict]]]:
@@ -69,19 +88,26 @@ def import_locomo(memory: Any, path: Path, user_id: str | None = None,
     data = _load_json(path)
     if not isinstance(data, list):
         data = [data]
+    storage = memory.config.storage
     plan = []
     for i, sample in enumerate(data):
         where = f"{path}: sample {i}"
         if not isinstance(sample, dict):
             raise InvalidInputError(f"{where}: expected an object")
-        user = user_id or str(sample.get("sample_id") or f"sample-{i}")
+        sample_id = sample.get("sample_id")
+        if sample_id is not None and not isinstance(sample_id, str):
+            raise InvalidInputError(f"{where}: sample_id must be a string, found "
+                                    f"{type(sample_id).__name__}")
+        user = user_id or sample_id or f"sample-{i}"
+        check_scope_value("user_id", user)
         for session_id, date, turns in locomo_sessions(sample, where):
+            if date is not None and not isinstance(date, str):
+                raise InvalidInputError(f"{where}: {session_id}_date_time must be a string")
             start = parse_time(date, f"{where}: {session_id}_date_time") if date else None
             messages = []
             for j, turn in enumerate(turns):
-                if not isinstance(turn, dict) or "text" not in turn:
-                    raise InvalidInputError(f"{where}: {session_id} turn {j} has no text")
-                meta = {"sample_id": sample.get("sample_id")}
+                _check_turn(turn, f"{where}: {session_id} turn {j}")
+                meta = {"sample_id": sample_id}
                 for key in ("dia_id", "img_url", "query"):
                     if turn.get(key):
                         meta[key] = turn[key]
@@ -89,9 +115,10 @@ def import_locomo(memory: Any, path: Path, user_id: str | None = None,
                     "role": None,
                     "name": turn.get("speaker"),
                     "content": turn_text(turn),
-                    "event_time": start + timedelta(seconds=j) if start else None,
+                    "event_time": _turn_time(start, j, f"{where}: {session_id}_date_time"),
                     "metadata": meta,
                 })
+            normalise_items(messages, {}, storage.max_batch, storage.max_text_chars)
             plan.append((user, session_id, messages))
     total = sum(len(m) for _, _, m in plan)
     done = 0
