@@ -259,7 +259,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = m.check(repair=args.repair)
 
     def human() -> None:
-        print(f"store {m.location}: {report['memories']} memories of {report['users']} users, "
+        count = "?" if report["memories"] is None else report["memories"]
+        users = "?" if report["users"] is None else report["users"]
+        print(f"store {m.location}: {count} memories of {users} users, "
               f"schema {report['schema_version']}")
         print(f"vector index: {report['vector_index']}; saved file at open: "
               f"{report['index_file']}")

@@ -276,3 +276,20 @@ def test_random_damage_is_refused_or_harmless_never_a_wrong_answer(
     for n in range(3):
         result = damage.trial(scenario, tmp_path / f"store{n}", rng, n=200)
         assert result["problems"] == [], result
+
+
+@pytest.mark.sqlite_only
+def test_damage_that_sqlites_own_check_passes_over_is_reported_not_raised(tmp_path: Path) -> None:
+    """Found by the sqlite_page scenario: `PRAGMA integrity_check` does not read inside the
+    full-text index's own tables, and the next check that did raised StoreCorruptError."""
+    home = tmp_path / "store"
+    _store(home)
+    db = home / DB_FILE
+    with sqlite3.connect(db) as conn:
+        pages = [p for (p,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'records_fts_data' ORDER BY pageno")]
+    for page in pages[len(pages) // 2:][:3]:
+        _damage_page(db, page)
+    with Memory(home, embedder="hash") as m:
+        report = m.check()
+    assert not report["ok"] and report["problems"]
