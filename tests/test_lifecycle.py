@@ -588,3 +588,29 @@ def test_undoing_a_merge_that_cannot_be_undone_whole_changes_nothing(mem: Memory
     mem.undo(seq)
     assert sorted((r.id, r.text) for r in mem.all("ana")) == sorted(
         [(a, "Tea at noon."), (b, "Tea at nine."), (c, "Coffee at ten.")])
+
+
+def test_a_source_back_after_its_merge_was_deleted_offers_no_undo_that_fails(
+        mem: Memory) -> None:
+    """Deleting a source of a merge deletes the merge and brings a lone archived source
+    back; the journal then still offered to undo that source's archiving, an undo that
+    could only fail ("not archived"; found by the state machine, tests/test_properties.py)."""
+    a, b = mem.add(["Tea at noon.", "Tea at nine."], user_id="ana").ids
+    mem.merge([a, b], originals="archive", user_id="ana")
+    mem.delete(b)
+    assert [r.id for r in mem.all("ana")] == [a]
+    assert [e["undoable"] for e in mem.explain(a) if e["action"] == "archive"] == [False]
+    assert not any(e["undoable"] for e in mem.journal(limit=100))
+
+
+def test_deleting_a_source_leaves_memories_another_merge_archived_with_it(mem: Memory) -> None:
+    """A merge's deletion brings back the sources archived for it, not those archived for
+    another merge that still stands: those came back beside it (the same memory twice),
+    were merged again, and the standing merge's undo then failed on them."""
+    a, b, c = mem.add(["Tea at noon.", "Tea at nine.", "Coffee at ten."], user_id="ana").ids
+    mem.merge([a, b, c], originals="demote", user_id="ana")
+    second = mem.merge([a, b], originals="archive", user_id="ana")
+    mem.delete(c)
+    assert [r.id for r in mem.all("ana")] == [second.id]
+    mem.undo(mem.explain(second.id)[0]["seq"])
+    assert sorted(r.id for r in mem.all("ana")) == sorted([a, b])

@@ -66,6 +66,9 @@ MERGING_CYCLES = [0]
 texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(
     lambda words: " ".join(words).capitalize() + ".")
 users = st.sampled_from(USERS)
+# The record formats the machine round-trips; HDF5 is read in a child process (a third
+# of a second each), so tests/reliability/test_tenancy.py and test_formats.py cover it.
+ROUND_TRIP = sorted(set(FORMATS) - {"hdf5"})
 UNDO_OF = {"merge": "unmerge", "archive": "restore", "demote": "demote"}
 
 
@@ -136,6 +139,7 @@ class MemoryMachine(RuleBasedStateMachine):
         self.cfg = self.m.config.lifecycle
         self.live: dict[str, Rec] = {}
         self.archived: dict[str, Rec] = {}
+        self.archived_for: dict[str, str] = {}  # archived id -> the merge it was archived for
         self.merges: dict[str, tuple[list[str], str, str]] = {}  # id -> sources, mode, originals
         self.undoable: dict[int, Undo] = {}
         self.seen = 0  # the newest journal event accounted for
@@ -181,6 +185,7 @@ class MemoryMachine(RuleBasedStateMachine):
         for s in sources:
             if originals == "archive":
                 self.archived[s] = self.live.pop(s)
+                self.archived_for[s] = merged.id
                 undo.append(Undo("restore", s, via=merged.id))
             elif originals == "demote" and self.live[s].text is not None:
                 undo.append(Undo("demote", s, self.live[s].text, via=merged.id))
@@ -205,6 +210,7 @@ class MemoryMachine(RuleBasedStateMachine):
 
     def restore(self, rid: str) -> None:
         self.live[rid] = self.archived.pop(rid)
+        self.archived_for.pop(rid, None)
         self.live[rid].fresh = True  # restored with a new rowid
 
     def purge(self, ids: set[str], order: list[str]) -> list[Undo]:
@@ -221,23 +227,28 @@ class MemoryMachine(RuleBasedStateMachine):
         for rid in doomed:
             self.live.pop(rid, None)
             self.archived.pop(rid, None)
+            self.archived_for.pop(rid, None)
         self.undoable = {s: u for s, u in self.undoable.items() if u.record not in doomed}
         plans = [(i, self.merges[i]) for i in derived]
         for rid in doomed:
             self.merges.pop(rid, None)
         after = self.engine_records()
         undo: list[Undo] = []
-        for _, (sources, mode, originals) in plans:
+        for merged, (sources, mode, originals) in plans:
             remaining = [s for s in sources if s not in doomed]
             for s in remaining:
-                if s in self.archived:
+                if self.archived_for.get(s) == merged:
                     self.restore(s)
+                    self.undoable = {q: u for q, u in self.undoable.items()
+                                     if (u.op, u.record, u.via) != ("restore", s, merged)}
+            remaining = [s for s in remaining if s in self.live]
             if len(remaining) >= 2:
                 event("a merge derived again")
                 again = [r for r in after.values()
                          if r.id not in self.live and r.sources == remaining]
-                assert len(again) == 1, (remaining, again)
-                undo += self.learn_merge(again[0], remaining, mode, originals)
+                assert again, f"no merge of {remaining} was derived again"
+                first = min(again, key=lambda r: self.m.store.get_row(r.id).rowid)
+                undo += self.learn_merge(first, remaining, mode, originals)
         return undo
 
     def accepted(self, a: Rec, b: Rec, margin: float) -> bool:
@@ -265,14 +276,16 @@ class MemoryMachine(RuleBasedStateMachine):
             self.live[rid] = Rec(user, session, text, self.embed(text))
 
     @precondition(lambda self: any(r.text is not None for r in self.live.values()))
-    @rule(data=st.data(), user=users, session=st.sampled_from(SESSIONS), shout=st.booleans())
-    def add_again(self, data: st.DataObject, user: str, session: str | None, shout: bool) -> None:
-        """A text some user holds, again (by that user or another), as it was or with "!"
-        (the same vector): duplicates for the next cycle to merge, within users only."""
+    @rule(data=st.data(), user=users, session=st.sampled_from(SESSIONS),
+          shouts=st.lists(st.booleans(), min_size=1, max_size=2))
+    def add_again(self, data: st.DataObject, user: str, session: str | None,
+                  shouts: list[bool]) -> None:
+        """A text some user holds, again (by that user or another; once or twice), as it
+        was or with "!" (the same vector): duplicates for the next cycle to merge, within
+        users only."""
         text = data.draw(st.sampled_from(sorted({r.text for r in self.live.values() if r.text})))
-        if shout:
-            text = text[:-1] + "!"
-        self.add_one(user, session, text)
+        for shout in shouts:
+            self.add_one(user, session, text[:-1] + "!" if shout else text)
 
     @precondition(lambda self: bool(self.live))
     @rule(data=st.data(), text=texts)
@@ -407,8 +420,10 @@ class MemoryMachine(RuleBasedStateMachine):
 
     # -- import and export ----------------------------------------------------------------
 
-    @rule(user=users, fmt=st.sampled_from(sorted(FORMATS)))
-    def export_into_another_store(self, user: str, fmt: str) -> None:
+    @precondition(lambda self: bool(self.live))
+    @rule(data=st.data(), fmt=st.sampled_from(ROUND_TRIP))
+    def export_into_another_store(self, data: st.DataObject, fmt: str) -> None:
+        user = data.draw(st.sampled_from(sorted({r.user for r in self.live.values()})))
         path = self.dir / f"export.{fmt}"
         mine = {i: r for i, r in self.live.items() if r.user == user}
         assert export_memory(self.m, path, fmt, user_id=user) == len(mine)
@@ -485,8 +500,11 @@ class MemoryMachine(RuleBasedStateMachine):
 
     @invariant()
     def journal_matches_oracle(self) -> None:
-        undoable = {e["seq"] for e in self.m.journal(limit=100_000) if e["undoable"]}
-        assert undoable == set(self.undoable)
+        events = {e["seq"]: e for e in self.m.journal(limit=100_000)}
+        undoable = {seq for seq, e in events.items() if e["undoable"]}
+        assert undoable == set(self.undoable), (
+            [events[s] for s in sorted(undoable - set(self.undoable))],
+            [(s, self.undoable[s], events[s]) for s in sorted(set(self.undoable) - undoable)])
 
     @invariant()
     def dense_agrees_with_exact(self) -> None:
@@ -514,7 +532,7 @@ def test_state_machine_agrees_with_the_oracle(monkeypatch: pytest.MonkeyPatch) -
     print(f"dense search agreed with exact search {agree}/{total}; "
           f"{MERGING_CYCLES[0]} sleep cycles merged")
     assert total >= 100 * EXAMPLES, f"only {total} dense top-k were checked"
-    assert MERGING_CYCLES[0] >= EXAMPLES // 8, "too few sleep cycles had anything to merge"
+    assert MERGING_CYCLES[0] >= EXAMPLES // 4, "too few sleep cycles had anything to merge"
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -98,6 +98,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         self._local = threading.local()  # .unsynced: this thread's commits skip the fsync
         self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
         self._row_count: tuple[int, int] | None = None
+        self._rowid = 0  # the next record's rowid, while ``insert`` runs (``_next_rowid``)
         # Time write transactions held the lock, in all (a sleep cycle sizes its batches on
         # it: latentmem/lifecycle/pacing.py), and the longest one (bench perf reports it).
         self.write_seconds = 0.0
@@ -336,9 +337,9 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                         "INSERT INTO history(record_id, event, at, detail) "
                         "VALUES (?, 'SUPERSEDED', ?, ?)",
                         (old_id, now, json.dumps({"by": newest.id})))
-            first = self._next_rowid(conn) if rows else 0
-            for n, (record, index_text) in enumerate(rows):
-                rowids.append(self._insert_record(conn, record, index_text, first + n))
+            self._rowid = self._next_rowid(conn)
+            for record, index_text in rows:
+                rowids.append(self._insert_record(conn, record, index_text))
                 conn.execute(
                     "INSERT INTO history(record_id, event, old_text, new_text, at) "
                     "VALUES (?, ?, NULL, ?, ?)",
@@ -369,9 +370,10 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             (_ROWID_HIGH,)).fetchone()
         return int(row[0]) + 1
 
-    def _insert_record(self, conn: sqlite3.Connection, r: Record, index_text: str,
-                       rowid: int) -> int:
+    def _insert_record(self, conn: sqlite3.Connection, r: Record, index_text: str) -> int:
+        """Insert one record with the next rowid (``_rowid``, which ``insert`` sets)."""
         assert r.vector is not None
+        rowid, self._rowid = self._rowid, self._rowid + 1
         try:
             cur = conn.execute(
                 f"INSERT INTO records(rowid, {_COLUMNS}) VALUES ({','.join('?' * 27)})",
