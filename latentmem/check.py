@@ -131,7 +131,7 @@ def _probe(store: Any, index: FaissIndex, user: str, queries: np.ndarray) -> lis
         exact = -np.sort(-np.concatenate([exact, scores.T], axis=1), axis=1)[:, :TOP]
     problems = []
     for q, best in zip(queries, exact, strict=True):
-        _, scores = index.search(user, q, TOP)
+        _, scores = index.search(user, q, TOP, exact=True)
         want = best[np.isfinite(best)][:len(scores)]
         if len(scores) != len(want) or not np.allclose(np.sort(scores)[::-1], want,
                                                        atol=SCORE_ATOL):

@@ -179,6 +179,12 @@ class StorageConfig:
     vector_tier: Literal["fp32", "fp16", "int8", "pq"] | None = None
     # "lossless" stores text; "lossy" stores vectors and metadata only (latent memory).
     mode: Literal["lossless", "lossy"] = "lossless"
+    # A user's vectors are scanned in full (exact) below ann_min_vectors; from there they
+    # are an IVF index, whose searches read the ann_nprobe lists nearest the query
+    # (latentmem/store/ann.py; None: always the full scan). Not fixed in the store: the
+    # index is derived, and follows these at the next open.
+    ann_min_vectors: AtLeastOne | None = 200_000
+    ann_nprobe: AtLeastOne = 64
     # Gaussian noise added to every stored vector (per dimension, times this; then
     # re-normalised). It lowers how much text an inverter reads back from the vectors
     # (Memory.audit_inversion) at some cost to retrieval; docs/inversion.md has both

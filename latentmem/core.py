@@ -34,6 +34,7 @@ from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve import topics
 from latentmem.store import open_store
+from latentmem.store.ann import Ann
 from latentmem.store.base import Scope, Store, StoredRow
 from latentmem.store.vector_index import FaissIndex, VectorIndex
 
@@ -105,11 +106,13 @@ class Core:
         path = self._index_file()
         if path is None:
             return self._build_index()
-        index, self.index_file_status = FaissIndex.read(path, self.dim, self.store.codec)
+        index, self.index_file_status = FaissIndex.read(path, self.dim, self.store.codec,
+                                                        self._ann())
         epoch = self.store.vector_epoch()
         if index is not None:
             if index.epoch == epoch and index.count() == self.store.count():
-                self._saved_epoch = epoch
+                # A partition converted at load (FaissIndex.read) makes the file worth saving.
+                self._saved_epoch = epoch if self.index_file_status == "read" else None
                 return index
             self.index_file_status = (f"out of date (epoch {index.epoch} and {index.count()} "
                                       f"vectors; the store: epoch {epoch}, {self.store.count()})")
@@ -117,12 +120,15 @@ class Core:
             self.index_file_status += "; rebuilt from the store"
         return self._build_index(epoch)
 
+    def _ann(self) -> Ann:
+        storage = self.config.storage
+        return Ann(storage.ann_min_vectors, storage.ann_nprobe)
+
     def _build_index(self, epoch: int | None = None) -> VectorIndex:
-        index = FaissIndex(self.dim, self.store.codec)
+        index = FaissIndex(self.dim, self.store.codec, self._ann())
         with self.lock:
             index.epoch = self.store.vector_epoch() if epoch is None else epoch
-            for user, rowids, vectors in self.store.iter_vectors():
-                index.add(user, rowids, vectors)
+            index.fill(self.store.iter_vectors, dict(self.store.users()))
         return index
 
     def rebuild_index(self) -> None:
