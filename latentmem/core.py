@@ -167,6 +167,19 @@ class Core:
         scenario found it.)"""
         now = self.store.vector_epoch()
         self.index.epoch = now if now == before + bumps else before
+        if self.index.epoch == now and isinstance(self.index, FaissIndex) and self.index.due():
+            self._retrain(self.index)
+
+    def _retrain(self, index: FaissIndex) -> None:
+        """Partitions that outgrew their IVF training, built again from the store (the store
+        is the truth and holds every vector; see ``FaissIndex.refill``)."""
+        sizes = dict(self.store.users())
+        try:
+            for user in index.due():
+                index.refill(user, self.store.iter_vectors, sizes.get(user, 0))
+        except BaseException:
+            index.epoch = -1  # half refilled: the next sync_index rebuilds it
+            raise
 
     def flush(self) -> None:
         """Persist the vector index (the store itself is always durable). An index that has

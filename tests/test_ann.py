@@ -38,8 +38,11 @@ def test_ivf_recall_against_the_exact_scan() -> None:
     x, queries = _clustered(4000, 1), _clustered(100, 2)
     rowids = np.arange(1, 4001, dtype=np.int64)
     index = FaissIndex(DIM, ann=Ann(min_vectors=1000, nprobe=16))
-    for lo in range(0, 4000, 250):  # grows through the threshold and one retraining
+    for lo in range(0, 4000, 250):  # grows through the threshold
         index.add("u", rowids[lo:lo + 250], x[lo:lo + 250])
+    assert index.due() == ["u"]  # trained for 1,000, holds 4,000
+    index.refill("u", lambda: iter([("u", rowids, x), ("v", rowids[:5], x[:5])]), 4000)
+    assert index.due() == [] and index.count() == 4000
     assert index.kinds()["u"].startswith("ivf")
     assert _recall(index, x, rowids, queries) >= 0.95
     assert _recall(index, x, rowids, queries, exact=True) >= 0.99  # fp16 ties only
@@ -127,6 +130,17 @@ def test_the_ivf_index_stays_the_stores_through_adds_deletes_and_restarts(tmp_pa
         _agrees(m)
     with Memory(home, **flat) as m:
         assert m.core.index_file_status == "read"
+
+
+def test_a_grown_partition_is_trained_again_from_the_store(tmp_path: Path) -> None:
+    with Memory(tmp_path / "h", embedder="hash", ann_min_vectors=300) as m:
+        m.add([f"first batch note {i}" for i in range(300)], user_id="u")
+        before = m.index.kinds()["u"]  # type: ignore[attr-defined]
+        m.import_records([], [])  # a write that changes no vector trains nothing
+        m.add([f"second batch note {i}" for i in range(400)], user_id="u")
+        assert m.index.due() == []  # type: ignore[attr-defined]
+        assert m.index.kinds()["u"] != before  # type: ignore[attr-defined]
+        _agrees(m)
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

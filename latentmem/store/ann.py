@@ -14,14 +14,15 @@ How it stays derived. Nothing here is persisted on its own: the partition's vect
 the store's, its centroids are trained on a sample of them, and a rebuild from SQLite
 gives the same kind of partition. ``FaissIndex`` decides per partition (``Ann``): flat
 below ``min_vectors``, IVF from there; an IVF partition that grows to twice the size it
-was trained at is trained again (its lists would otherwise lengthen, so a search would
-read ever more), and one that shrinks below half of ``min_vectors`` is flat again. A
+was trained at is built again from the store (``Core.claim_epoch``; its lists would
+otherwise lengthen, so a search would read ever more), and one that shrinks below half
+of ``min_vectors`` is flat again. A
 search limited to some rowids (an agent or session scope) probes proportionally more
 lists, up to all of them, so a small scope is an exact scan of its own rows.
 
 The fp16 codes are the vectors (``by_residual`` off), so a partition's contents are read
-back without a decoder: a conversion or a retraining copies them in chunks rather than
-holding the whole partition twice as fp32.
+back without a decoder: a conversion copies them in chunks rather than holding the whole
+partition twice as fp32.
 """
 
 from __future__ import annotations

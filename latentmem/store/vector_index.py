@@ -181,20 +181,16 @@ class FaissIndex:
 
     def _settle(self, user_id: str) -> None:
         """Give the partition the kind its size calls for (``Ann``): flat becomes IVF at
-        ``min_vectors``; IVF is trained again at twice the size it was trained for, and
-        becomes flat again below half of ``min_vectors``. The vectors move in chunks."""
+        ``min_vectors``, and IVF becomes flat again below half of it. The vectors move in
+        chunks. (An IVF partition that outgrew its training is ``due`` for ``refill``.)"""
         part = self._parts.get(user_id)
         if part is None or isinstance(part, _PQPart):
             return
         n = part.ntotal
         if isinstance(part, IVFPart):
-            if self.ann.wants_flat(n):
-                target: Part = self._flat()
-            elif n > 2 * part.trained:
-                target = IVFPart.train(self.dim, sample_of(contents(part, self.dim), n,
-                                                           training_size(n)), n)
-            else:
+            if not self.ann.wants_flat(n):
                 return
+            target: Part = self._flat()
         elif self.ann.wants_ivf(n):
             target = IVFPart.train(self.dim, sample_of(contents(part, self.dim), n,
                                                        training_size(n)), n)
@@ -206,6 +202,19 @@ class FaissIndex:
             else:
                 target.add_with_ids(vectors, rowids)
         self._parts[user_id] = target
+
+    def due(self) -> list[str]:
+        """Users whose IVF partition holds over twice what it was trained for: its lists
+        have grown, so a search reads ever more. ``refill`` trains them again."""
+        return [u for u, p in self._parts.items() if isinstance(p, IVFPart) and p.ntotal > 2 * p.trained]
+
+    def refill(self, user_id: str, chunks: Callable[[], Iterable[tuple[str, np.ndarray, np.ndarray]]],
+               size: int) -> None:
+        """Build one user's partition again from the store (``chunks`` as in ``fill``). The
+        old partition goes first: retraining it in place from its own codes would hold it
+        twice (2.4 GB at 800k vectors), while the store has every vector."""
+        self._parts.pop(user_id, None)
+        self.fill(lambda: ((u, r, v) for u, r, v in chunks() if u == user_id), {user_id: size})
 
     def fill(self, chunks: Callable[[], Iterable[tuple[str, np.ndarray, np.ndarray]]],
              sizes: dict[str, int]) -> None:
