@@ -46,11 +46,13 @@ def test_ivf_recall_against_the_exact_scan() -> None:
     assert index.kinds()["u"].startswith("ivf")
     assert _recall(index, x, rowids, queries) >= 0.95
     assert _recall(index, x, rowids, queries, exact=True) >= 0.99  # fp16 ties only
-    # A scope of a few rows is searched over those rows exactly.
-    allowed = rowids[::97]
-    got = index.search("u", queries[0], 5, allowed=allowed)[0]
-    want = allowed[np.argsort(-(x[allowed - 1] @ queries[0]))[:5]]
-    assert got.tolist() == want.tolist()
+    # A scope is searched over its own rows exactly: a small one from its vectors (with
+    # a rowid the index lacks, through the lists), a larger one through every list.
+    for allowed in (rowids[::400], np.append(rowids[::400], 10**9), rowids[::97]):
+        got = index.search("u", queries[0], 5, allowed=allowed)[0]
+        known = allowed[allowed <= 4000]
+        want = known[np.argsort(-(x[known - 1] @ queries[0]))[:5]]
+        assert got.tolist() == want.tolist()
 
 
 def test_partition_kind_follows_its_size() -> None:

@@ -40,6 +40,10 @@ TRAIN_PER_LIST = 40
 TRAIN_ITERATIONS = 10
 MIN_LISTS = 8
 CHUNK = 50_000  # vectors copied per step when a partition is converted or retrained
+# A scope of at most 1/EXACT_SHARE of the partition is scored from its own vectors
+# (IVFPart.search). Measured at 200k vectors: fetching one vector by rowid costs about
+# what scanning 100-200 vectors with an id filter does (2,000 rowids: 15 ms either way).
+EXACT_SHARE = 200
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,19 @@ class IVFPart:
                ) -> tuple[np.ndarray, np.ndarray]:
         """``nprobe`` lists; with ``allowed``, proportionally more (a scope holding a tenth
         of the partition reads ten times the lists), so as many of its rows are compared
-        as an unfiltered search compares; a scope too small for that reads every list."""
+        as an unfiltered search compares. A small scope (a session, a time window; see
+        ``EXACT_SHARE``) is scored directly from its own vectors: reading every list to
+        find them would cost a full scan, which grows with the partition."""
         sel = None
+        if allowed is not None and len(allowed) * EXACT_SHARE <= self.ntotal:
+            try:
+                vectors = self.index.reconstruct_batch(allowed)
+            except RuntimeError:  # a rowid the partition does not hold: filter the lists
+                pass
+            else:
+                scores = (vectors @ q[0]).astype(np.float32)
+                top = np.argsort(-scores, kind="stable")[:k]
+                return allowed[top], scores[top]
         if allowed is not None:
             nprobe = math.ceil(nprobe * self.ntotal / max(1, len(allowed)))
             sel = faiss.IDSelectorBatch(allowed)
