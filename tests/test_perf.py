@@ -49,6 +49,7 @@ def test_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert all(v > 0 for v in size["peak_rss_mb_by_phase"].values())
     assert size["peak_rss_mb"] == max(size["peak_rss_mb_by_phase"].values())
     assert 0.0 <= size["other_processes_cpu_share"] <= 1.0
+    assert size["index_kind"] == "flat" and size["ann_recall_at_10"] >= 0.99
     assert (tmp_path / "stores" / "n200" / "store" / "memory.db").exists()
 
 

@@ -203,6 +203,10 @@ def render(out: dict[str, Any]) -> str:
     lines += [f"n={r['n']:,}: skipped, {r['skipped']}" for r in out["sizes"] if "skipped" in r]
     for r in done:
         lines.append(f"n={r['n']:,}: {r['generated_vectors_note']}")
+        if r.get("ann_recall_at_10") is not None:
+            lines.append(f"n={r['n']:,}: vector index {r['index_kind']}: recall@10 against an "
+                         f"exact scan {r['ann_recall_at_10']:.4f}; the exact top 10 among its "
+                         f"candidates {r['ann_recall_at_10_in_candidates']:.4f}")
         for w in sorted(int(k.split("_")[1]) for k in r if k.startswith("writers_")
                         and k.endswith("_adds_per_s")):
             lines.append(f"n={r['n']:,}, {r.get('store', 'sqlite')}: {w} writer process(es): "
