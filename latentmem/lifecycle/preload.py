@@ -94,8 +94,9 @@ def run(core: Core, deadline: float) -> dict[str, Any]:
         ranked, baseline = predict(core, user, size)
         if not ranked:
             continue
-        # The read is the warming. What was returned to this user long ago may since have
-        # left, and its rowid gone to another user's new memory (SQLite reuses them).
+        # The read is the warming. Only this user's rows: the access log names rows by
+        # rowid, and a SQLite store written before rowids stopped being reused
+        # (``SQLiteStore._next_rowid``) may have given a logged one to another user.
         mine = {r.rowid for r in core.store.light_rows("rowid", ranked) if r.user_id == user}
         ranked = [r for r in ranked if r in mine]
         core.preloaded[user] = set(ranked)

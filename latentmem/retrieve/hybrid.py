@@ -162,9 +162,10 @@ def retrieve(
     if not rowids:
         return []
     rows = {r.rowid: r for r in store.light_rows("rowid", rowids)}
-    # Only rows of the scope: a vector index may still hold a rowid that its row has left
-    # (an archiving whose vectors leave in bulk, ``actions.Unindexer``), and SQLite gives
-    # a freed rowid to the next insert, which may be another user's memory.
+    # Only rows of the scope: the vector index is a cache that may still hold a rowid its
+    # row has left (archivings leave it in bulk, ``actions.Unindexer``), and a SQLite store
+    # written before rowids stopped being reused (``SQLiteStore._next_rowid``) may have
+    # given that rowid to another user's memory.
     cands = [Candidate(rows[r]) for r in rowids if r in rows and scope.contains(rows[r])]
     cos = (np.stack([c.row.vector for c in cands]) @ qvec).astype(np.float64) if cands else np.zeros(0)
     bm = np.array([bm25_score.get(c.row.rowid, 0.0) for c in cands])
