@@ -114,8 +114,9 @@ def _print_hits(hits: Sequence[Any]) -> None:
         rec = hit.record
         when = rec.event_time.strftime("%Y-%m-%d %H:%M") if rec.event_time else "undated"
         who = f"{rec.speaker}: " if rec.speaker else ""
+        rel = "" if hit.relevance is None else f"relevance {hit.relevance:.2f} "
         print(f"{rank:>2}. [{rec.id}] {when} {who}{rec.text}")
-        print(f"    {hit.explain()}")
+        print(f"    {rel}{hit.explain()}")
 
 
 NOW_HELP = ("when the query is asked (ISO-8601): 'last week' and recency are read from it "
@@ -126,7 +127,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open(args) as m:
         hits = m.search(
             args.query, user_id=args.user, k=args.k, agent_id=args.agent,
-            session_id=args.session, as_of=args.as_of, now=args.now,
+            session_id=args.session, as_of=args.as_of, now=args.now, threshold=args.threshold,
         )
     _emit(args, [h.to_dict() for h in hits], lambda: _print_hits(hits))
     return 0
@@ -136,7 +137,7 @@ def cmd_context(args: argparse.Namespace) -> int:
     with _open(args) as m:
         ctx = m.context(
             args.query, user_id=args.user, budget_tokens=args.budget, agent_id=args.agent,
-            session_id=args.session, now=args.now,
+            session_id=args.session, now=args.now, min_relevance=args.min_relevance,
         )
 
     def human() -> None:
@@ -464,12 +465,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", default=None,
                    help="answer as of this time: later and superseded memories are hidden")
     p.add_argument("--now", default=None, help=NOW_HELP)
+    p.add_argument("--threshold", type=float, default=None, metavar="P",
+                   help="only hits whose calibrated relevance (0-1) reaches P; none may")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("context", parents=[common, scoped], help="pack memories into a budget")
     p.add_argument("query")
     p.add_argument("--budget", type=int, default=1000, help="token budget (MiniLM WordPiece)")
     p.add_argument("--now", default=None, help=NOW_HELP)
+    p.add_argument("--min-relevance", type=float, default=None, metavar="P",
+                   help="pack only memories whose calibrated relevance (0-1) reaches P")
     p.set_defaults(func=cmd_context)
 
     p = sub.add_parser("get", parents=[common], help="show one memory")

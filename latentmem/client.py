@@ -77,8 +77,10 @@ def record_from_dict(data: Mapping[str, Any]) -> Record:
 
 
 def hit_from_dict(data: Mapping[str, Any]) -> Hit:
+    relevance = data.get("relevance")
     return Hit(record_from_dict(data["record"]), _number(data.get("score")),
-               {k: _number(v) for k, v in (data.get("components") or {}).items()})
+               {k: _number(v) for k, v in (data.get("components") or {}).items()},
+               None if relevance is None else float(relevance))
 
 
 def context_from_dict(data: Mapping[str, Any]) -> Context:
@@ -336,10 +338,11 @@ class Client:
         session_id: str | None = None,
         as_of: object = None,
         now: object = None,
+        threshold: float | None = None,
     ) -> list[Hit]:
         """Hybrid search inside one scope (see ``Memory.search``)."""
         body = _fields(query=query, user_id=user_id, k=k, agent_id=agent_id,
-                       session_id=session_id, as_of=as_of, now=now)
+                       session_id=session_id, as_of=as_of, now=now, threshold=threshold)
         return [hit_from_dict(h) for h in self._call("POST", "/v1/search", body)["hits"]]
 
     def context(
@@ -353,10 +356,12 @@ class Client:
         k: int | None = None,
         as_of: object = None,
         now: object = None,
+        min_relevance: float | None = None,
     ) -> Context:
         """Pack the best memories for ``query``, verbatim and dated, into a token budget."""
         body = _fields(query=query, user_id=user_id, budget_tokens=budget_tokens,
-                       agent_id=agent_id, session_id=session_id, k=k, as_of=as_of, now=now)
+                       agent_id=agent_id, session_id=session_id, k=k, as_of=as_of, now=now,
+                       min_relevance=min_relevance)
         return context_from_dict(self._call("POST", "/v1/context", body))
 
     # -- lifecycle -----------------------------------------------------------------------------

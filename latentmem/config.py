@@ -152,6 +152,9 @@ class RetrievalConfig:
     learned_rerank: bool = True
     learned_in_context: bool = False
     ranker_path: str | None = None
+    # The calibrated relevance of each hit (latentmem/retrieve/relevance.py); None means the
+    # model shipped in latentmem/data/relevance.json.
+    relevance_path: str | None = None
     # context() for a query that asks "when": note the date each relative time in a packed
     # memory stands for, "(yesterday: Sun 7 May 2023)" (latentmem/retrieve/context.py).
     context_dates: bool = True

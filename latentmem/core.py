@@ -32,7 +32,7 @@ from latentmem.graph import entities
 from latentmem.inputs import check_id, check_scope_value
 from latentmem.lifecycle.controller import Controller
 from latentmem.retrieve import learned as learned_stage
-from latentmem.retrieve import topics
+from latentmem.retrieve import relevance, topics
 from latentmem.store import open_store
 from latentmem.store.ann import Ann
 from latentmem.store.base import Scope, Store, StoredRow
@@ -88,6 +88,7 @@ class Core:
         self.controller = Controller.load(self.store, config.lifecycle.controller_implicit_weight)
         self._inverter: Any = False  # loaded on first use; None when there is none
         self._ranker: tuple[str, learned_stage.Ranker] | None = None
+        self._calibrator: tuple[str, relevance.Calibrator] | None = None
         # Rowids the last sleep cycle predicted per user (latentmem/lifecycle/preload.py).
         self.preloaded: dict[str, set[int]] = {}
         self.closed = False
@@ -317,6 +318,15 @@ class Core:
         if self._ranker is None or self._ranker[0] != path:
             self._ranker = (path, learned_stage.Ranker.load(path))
         return self._ranker[1]
+
+    def calibrator(self) -> relevance.Calibrator:
+        """The calibrated-relevance model (``relevance_path``, else the shipped one)."""
+        path = self.config.retrieval.relevance_path
+        if path is None:
+            return relevance.default_calibrator()
+        if self._calibrator is None or self._calibrator[0] != path:
+            self._calibrator = (path, relevance.Calibrator.load(path))
+        return self._calibrator[1]
 
     def inverter(self) -> Any:
         """The embedding inverter for this store's embedder, or None when none is shipped."""

@@ -80,6 +80,15 @@ def check_count(name: str, value: object, low: int) -> int:
     return value
 
 
+def check_share(name: str, value: object) -> float | None:
+    """None, or a number in [0, 1] (a threshold on calibrated relevance)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidInputError(f"{name} must be a number in [0, 1], found {shown(value)}")
+    return float(value)
+
+
 def check_id(value: object, what: str = "id") -> str:
     """A memory id as a caller names it (ids are never longer than ``MAX_ID_CHARS``)."""
     if not isinstance(value, str) or not value:

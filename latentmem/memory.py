@@ -29,6 +29,7 @@ from latentmem.inputs import (
     check_ids,
     check_metadata,
     check_scope_value,
+    check_share,
     check_vector,
     normalise_items,
 )
@@ -323,6 +324,7 @@ class Memory:
         query_vector: Sequence[float] | np.ndarray | None = None,
         learned: bool | None = None,
         now: object = None,
+        threshold: float | None = None,
     ) -> list[Hit]:
         """Hybrid search inside one scope. Each Hit carries its score components.
 
@@ -333,15 +335,19 @@ class Memory:
         query is asked (a datetime, ISO-8601 or Unix time); relative time in it ("last
         week", "10 days ago") and recency are read from that moment. Without it: ``as_of``,
         else the latest event time in the scope. Unlike ``as_of`` it hides nothing.
+        ``threshold`` (0-1): only the hits whose calibrated ``relevance`` (the estimated
+        probability that the memory helps answer the query) reaches it; none may.
         """
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], found {k!r}")
         if weights is not None and not isinstance(weights, ScoringWeights):
             raise InvalidInputError(f"weights must be ScoringWeights, found {weights.__class__.__name__}")
+        threshold = check_share("threshold", threshold)
         scope, reference = self._query(query, user_id, agent_id, session_id, as_of, now)
         qvec = None if query_vector is None else check_vector(query_vector, self.dim, "query_vector")
         return searching.search(self.core, query, scope, k, reference=reference, weights=weights,
-                                qvec=qvec, learned=learned, track_access=track_access)
+                                qvec=qvec, learned=learned, track_access=track_access,
+                                threshold=threshold)
 
     def context(
         self,
@@ -354,17 +360,22 @@ class Memory:
         k: int | None = None,
         as_of: object = None,
         now: object = None,
+        min_relevance: float | None = None,
     ) -> Context:
         """Pack the best memories for ``query``, verbatim and dated, into a token budget.
-        ``as_of`` and ``now`` as in ``search``."""
+        ``as_of`` and ``now`` as in ``search``; ``min_relevance`` (0-1): pack only the
+        memories whose calibrated relevance reaches it (an empty context is a valid answer:
+        nothing in the store is relevant)."""
         if isinstance(budget_tokens, bool) or not isinstance(budget_tokens, int) or budget_tokens < 1:
             raise InvalidInputError(
                 f"budget_tokens must be a positive integer, found {budget_tokens!r}")
         k = k or min(MAX_K, max(20, budget_tokens // 10))
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be an integer in [1, {MAX_K}], found {k!r}")
+        min_relevance = check_share("min_relevance", min_relevance)
         scope, reference = self._query(query, user_id, agent_id, session_id, as_of, now)
-        return searching.context(self.core, query, scope, budget_tokens, k, reference=reference)
+        return searching.context(self.core, query, scope, budget_tokens, k, reference=reference,
+                                 min_relevance=min_relevance)
 
     # -- the topic level (latentmem/retrieve/topics.py) ---------------------------------
 

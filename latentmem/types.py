@@ -88,11 +88,17 @@ class Edge:
 
 @dataclass
 class Hit:
-    """One search result. ``components`` holds every number that went into ``score``."""
+    """One search result. ``components`` holds every number that went into ``score``.
+
+    ``score`` orders the hits of one search and means nothing across searches;
+    ``relevance`` is the calibrated probability that the memory helps answer the query
+    (retrieve/relevance.py), comparable across queries and stores, so it is what a
+    threshold is held against. None where no model gave one."""
 
     record: Record
     score: float
     components: dict[str, float] = field(default_factory=dict)
+    relevance: float | None = None
 
     @property
     def id(self) -> str:
@@ -130,6 +136,7 @@ class Hit:
         return {
             "id": self.record.id,
             "score": self.score,
+            "relevance": self.relevance,
             "components": dict(self.components),
             "record": self.record.to_dict(),
         }
@@ -146,6 +153,8 @@ class ContextItem:
     speaker: str | None = None
     #: The ``[N]`` that marks this memory in ``Context.text``.
     ref: int = 0
+    #: The hit's calibrated relevance (``Hit.relevance``).
+    relevance: float | None = None
 
 
 @dataclass

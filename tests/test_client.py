@@ -103,6 +103,20 @@ def test_search_ranks_the_right_memory_first(sdk: SDK) -> None:
     assert _aware(hits[0].record.event_time)
 
 
+def test_relevance_and_thresholds_cross_the_wire(sdk: SDK) -> None:
+    sdk.add(["I moved to Lisbon in May", "My favourite food is ramen"], user_id="ana")
+    hits = sdk.search("moved to Lisbon", user_id="ana", k=2)
+    assert hits and all(h.relevance is not None and 0 <= h.relevance <= 1 for h in hits)
+    assert sdk.search("moved to Lisbon", user_id="ana", threshold=1.0) == []
+    ctx = sdk.context("moved to Lisbon", user_id="ana", budget_tokens=200, min_relevance=1.0)
+    assert ctx.items == [] and all(o["reason"] == "below min_relevance" for o in ctx.omitted)
+    assert all(i.relevance is not None for i in sdk.context("Lisbon", user_id="ana").items)
+    with pytest.raises(InvalidInputError):
+        sdk.search("Lisbon", user_id="ana", threshold=1.5)
+    with pytest.raises(InvalidInputError):
+        sdk.context("Lisbon", user_id="ana", min_relevance=-1)
+
+
 def test_context_packs_dated_text_within_budget(sdk: SDK) -> None:
     rid = sdk.add("I moved to Lisbon in May", user_id="ana",
                   event_time="2023-05-08T13:56:00Z").ids[0]

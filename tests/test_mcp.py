@@ -73,7 +73,7 @@ def test_stdio_serves_every_tool_and_the_resource(tmp_path: Path) -> None:
             hits = (await ok(client, "recall", query="what does Ana drink", k=5))["hits"]
             assert hits[0]["id"] == tea[0]
             assert hits[0]["event_time"].startswith("2024-05-01")
-            assert set(hits[0]) == {"id", "score", "text", "event_time", "speaker"}
+            assert set(hits[0]) == {"id", "score", "relevance", "text", "event_time", "speaker"}
 
             packed = await ok(client, "context", query="Ana's drink", budget_tokens=200)
             assert "green tea" in packed and f"id={tea[0]}" in packed

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from latentmem.bench.calibration import Collector
+from latentmem.bench.calibration import report as calibration_report
 from latentmem.bench.report import plots, stamp, table, write_json
 from latentmem.bench.runner import Unit, ratios, run_system
 from latentmem.bench.systems import SYSTEMS, BenchSetup
@@ -144,8 +146,12 @@ def _run(args: argparse.Namespace, units: list[Unit], ks: list[int], budget: int
         for name in args.system:
             bar.set_postfix_str(name)
             start = time.perf_counter()
-            systems[name] = run_system(name, units, setup, ks, budget, max(max(ks), 50), bar.update)
+            collector = Collector() if name == "latentmem" else None
+            systems[name] = run_system(name, units, setup, ks, budget, max(max(ks), 50),
+                                       bar.update, collector)
             systems[name]["seconds"] = round(time.perf_counter() - start, 1)
+            if collector is not None:
+                systems[name]["calibration"] = calibration_report(collector)
     primary = args.system[0]
     result: dict[str, Any] = {
         "benchmark": bench, "data": str(args.data), "system": primary, "k": ks,
@@ -195,9 +201,10 @@ def cmd_locomo(args: argparse.Namespace) -> int:
                   {"conversations": [u.name for u in units]})
     keys = [f"recall@{k}" for k in args.k] + ["ndcg@10", "context_recall"]
     _print(result, keys, "category", "recall@10" if 10 in args.k else keys[0])
+    _print_calibration(result)
     write_json(result, args.json_out)
     if args.report:
-        for path in plots(result, args.report, args.k):
+        for path in [*plots(result, args.report, args.k), *_plot_calibration(result, args.report)]:
             print(f"wrote {path}")
     return 0
 
@@ -216,8 +223,40 @@ def cmd_longmemeval(args: argparse.Namespace) -> int:
     keys = ["turn_recall@5", "turn_recall@10", "session_recall_any@5", "session_ndcg@10",
             "context_recall"]
     _print(result, keys, "question type", "turn_recall@10")
+    _print_calibration(result)
     write_json(result, args.json_out)
+    if args.report:
+        for path in _plot_calibration(result, args.report):
+            print(f"wrote {path}")
     return 0
+
+
+def _print_calibration(result: dict[str, Any]) -> None:
+    """The calibrated relevance of latentmem's hits (bench/calibration.py), when it ran."""
+    cal = result["systems"].get("latentmem", {}).get("calibration")
+    if not cal:
+        return
+    ts = cal["thresholds"]
+    rows = []
+    for key, label in (("shipped", "shipped model"), ("cross_validated", "cross-validated")):
+        f = cal.get(key)
+        if f and f.get("questions"):
+            rows.append([label, f.get("ece"), *[f.get(f"precision@{t}") for t in ts],
+                         *[f.get(f"recall@{t}") for t in ts],
+                         *[f.get(f"no_evidence_below@{t}") for t in ts]])
+    print(f"\ncalibrated relevance, top {cal['depth']} hits of each question:")
+    print(table(rows, ["model", "ECE", *[f"precision@{t}" for t in ts],
+                       *[f"recall@{t}" for t in ts], *[f"no-evidence below {t}" for t in ts]]))
+
+
+def _plot_calibration(result: dict[str, Any], out_dir: str) -> list[Path]:
+    from latentmem.bench.calibration import plot
+
+    cal = result["systems"].get("latentmem", {}).get("calibration")
+    if not cal:
+        return []
+    name = f"{result['benchmark']}_reliability.png"
+    return [plot(cal, Path(out_dir) / name, f"{result['benchmark']}: calibrated relevance")]
 
 
 def register(subparsers: Any) -> None:
@@ -240,14 +279,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--per-type", type=int, default=None,
                    help="first N questions of each question type (stratified subset)")
     p.add_argument("--budget", type=int, default=4000, help="context budget in tokens")
+    p.add_argument("--report", default=None, metavar="DIR", help="write PNG plots there")
     _common(p)
     p.set_defaults(func=cmd_longmemeval)
 
     from latentmem.bench import (
         ablate,
+        ann,
         controller,
         embedder,
         fit_ranker,
+        fit_relevance,
         hostile_files,
         hostile_input,
         inversion,
@@ -263,8 +305,10 @@ def register(subparsers: Any) -> None:
     inversion.add_parser(sub)
     storage.add_parser(sub)
     fit_ranker.add_parser(sub)
+    fit_relevance.add_parser(sub)
     serve.add_parser(sub)
     embedder.add_parser(sub)
     reliability.add_parser(sub)
+    ann.add_parser(sub)
     hostile_input.add_parser(sub)
     hostile_files.add_parser(sub)

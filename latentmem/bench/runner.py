@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from latentmem.bench import metrics as M
+from latentmem.bench.calibration import Collector
 from latentmem.bench.systems import BenchSetup, Session, System, make_system
 
 
@@ -89,7 +90,10 @@ def run_system(
     budget: int,
     search_k: int,
     tick: Callable[[int], None] | None = None,
+    collector: Collector | None = None,
 ) -> dict[str, Any]:
+    """``collector``: given each question's hits when the system keeps them
+    (``last_hits``), for the calibration figures (bench/calibration.py)."""
     per_q: list[tuple[Question, dict[str, float]]] = []
     search_ms: list[float] = []
     context_ms: list[float] = []
@@ -105,6 +109,10 @@ def run_system(
                 t1 = time.perf_counter()
                 ranked = system.search(q.text, search_k, now=q.asked_at)
                 t2 = time.perf_counter()
+                hits = getattr(system, "last_hits", None)
+                if collector is not None and hits is not None:
+                    collector.add(unit.name, q.category, q.apart or not q.gold, q.text, hits,
+                                  ranked, q.gold)
                 ctx = system.context(q.text, budget, now=q.asked_at)
                 t3 = time.perf_counter()
                 result = QuestionResult(q, ranked, ctx, (t2 - t1) * 1e3, (t3 - t2) * 1e3)

@@ -141,6 +141,7 @@ class LatentMemSystem:
 
     def search(self, query: str, k: int, now: datetime | None = None) -> list[str]:
         hits = self.memory.search(query, user_id="bench", k=k, track_access=False, now=now)
+        self.last_hits = hits  # for bench/calibration.py
         return [h.record.metadata["key"] for h in hits]
 
     def context(self, query: str, budget: int, now: datetime | None = None) -> str:

@@ -101,10 +101,18 @@ def _when(hit: Hit) -> float:
     return event.timestamp() if event is not None else float("inf")
 
 
-def pack(query: str, hits: Sequence[Hit], budget_tokens: int, dates: bool = False) -> Context:
-    """``dates``: note the date each relative time in a memory stands for (see above)."""
+def pack(query: str, hits: Sequence[Hit], budget_tokens: int, dates: bool = False,
+         min_relevance: float | None = None) -> Context:
+    """``dates``: note the date each relative time in a memory stands for (see above);
+    ``min_relevance``: leave out the hits whose calibrated relevance is below it (they are
+    listed in ``omitted``), so a query about nothing in the store packs nothing."""
     chosen: list[Hit] = []
     omitted: list[dict[str, object]] = []
+    if min_relevance is not None:
+        weak = [h for h in hits if h.relevance is None or h.relevance < min_relevance]
+        omitted.extend({"id": h.id, "reason": "below min_relevance", "score": h.score,
+                        "relevance": h.relevance} for h in weak)
+        hits = [h for h in hits if h.relevance is not None and h.relevance >= min_relevance]
     seen: dict[str, str] = {}
     opened: set[str] = set()
     used = 0
@@ -168,6 +176,7 @@ def pack(query: str, hits: Sequence[Hit], budget_tokens: int, dates: bool = Fals
                     session_id=rec.session_id,
                     speaker=rec.speaker,
                     ref=ref,
+                    relevance=hit.relevance,
                 )
             )
     text = "\n".join(lines)

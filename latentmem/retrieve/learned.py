@@ -146,6 +146,18 @@ class Row(Protocol):
     asks: bool
 
 
+def logits(scored: list[Scored], rows: Mapping[int, Row], ranker: Ranker) -> list[float]:
+    """The model's logit for each of the top ``ranker.depth`` of ``scored``, in order,
+    without reordering: what the calibrated relevance reads when the stage is off."""
+    head = scored[: ranker.depth]
+    if not head:
+        return []
+    heads = [rows[rowid] for _, _, rowid, _ in head]
+    x = features([s for s, _, _, _ in head], [r.text_chars for r in heads], [r.asks for r in heads],
+                 [r.speaker for r in heads])
+    return [float(v) for v in ranker.logits(x)]
+
+
 def rerank(scored: list[Scored], rows: Mapping[int, Row], ranker: Ranker) -> list[Scored]:
     """Reorder the top ``ranker.depth`` of ``scored`` (score, id, rowid, parts); ``rows``
     maps each rowid to its text length and question mark (a store ``LightRow``)."""

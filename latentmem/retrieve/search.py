@@ -25,7 +25,7 @@ import numpy as np
 
 from latentmem.config import ScoringWeights
 from latentmem.core import Core
-from latentmem.retrieve import hybrid, rerank, topics
+from latentmem.retrieve import hybrid, relevance, rerank, topics
 from latentmem.retrieve import learned as learned_stage
 from latentmem.retrieve.context import pack
 from latentmem.retrieve.intent import asks_when, is_listing
@@ -41,10 +41,12 @@ Scored = tuple[float, str, int, dict[str, float]]
 
 def search(core: Core, query: str, scope: Scope, k: int, *, reference: Any = None,
            weights: ScoringWeights | None = None, qvec: np.ndarray | None = None,
-           learned: bool | None = None, track_access: bool | None = None) -> list[Hit]:
+           learned: bool | None = None, track_access: bool | None = None,
+           threshold: float | None = None) -> list[Hit]:
     """The ranked hits for a checked query inside ``scope``. ``reference``: the moment
     relative times and recency are read from (None: the latest event time among the
-    candidates); ``qvec``: the query's vector when the caller embedded it."""
+    candidates); ``qvec``: the query's vector when the caller embedded it; ``threshold``:
+    only the hits whose calibrated relevance reaches it (possibly none)."""
     cfg = core.config.retrieval
     weights = weights or cfg.weights
     n = max(cfg.candidates, k)
@@ -116,12 +118,33 @@ def search(core: Core, query: str, scope: Scope, k: int, *, reference: Any = Non
         order = rerank.diversify([x[0] for x in scored], [r.session_id for r in rows],
                                  vectors, k, diversity, cfg.mmr, max(cfg.rerank_depth, k))
         scored = [scored[i] for i in order]
+    rows_of = {c.row.rowid: c.row for c in cands}
     if cfg.learned_rerank if learned is None else learned:
-        scored = learned_stage.rerank(scored, {c.row.rowid: c.row for c in cands}, core.ranker())
+        scored = learned_stage.rerank(scored, rows_of, core.ranker())
+        view = {}
+    else:  # the calibrated relevance reads the last stage's view all the same
+        view = dict(zip([rowid for _, _, rowid, _ in scored],
+                        learned_stage.logits(scored, rows_of, core.ranker()), strict=False))
     top = scored[:k]
     records = core.store.get_rows_by_rowid([rowid for _, _, rowid, _ in top])
-    hits = [Hit(records[rowid].record, score, parts) for score, _, rowid, parts in top
-            if rowid in records]
+    # What the calibrated relevance reads beside the score (retrieve/relevance.py): the
+    # best cosine any candidate has, each hit's place, and a named speaker who did not
+    # say it. Computed on the whole ranking, so a hit's relevance does not depend on k.
+    top_dense = max(c.parts.get("dense", 0.0) for c in cands)
+    speakers = {c.row.rowid: c.row.speaker for c in cands}
+    hits = []
+    for position, (score, _, rowid, parts) in enumerate(top):
+        if rowid not in records:
+            continue
+        parts = {**parts, "position": float(position), "top_dense": top_dense}
+        if "learned" not in parts:  # the stage did not reorder: its view, not applied
+            parts["learned_view"] = view.get(rowid, 0.0)
+        if len(named) == 1 and speakers.get(rowid) != named[0]:
+            parts["other_speaker"] = 1.0
+        hits.append(Hit(records[rowid].record, score, parts))
+    relevance.annotate(query, hits, core.calibrator())
+    if threshold is not None:
+        hits = [h for h in hits if h.relevance is not None and h.relevance >= threshold]
     if cfg.track_access if track_access is None else track_access:
         core.in_background(core.store.touch, [rowid for _, _, rowid, _ in top],
                            time.time(), scope.user_id)
@@ -163,14 +186,16 @@ def _late_interaction(core: Core, query: str, scored: list[Scored], tokens: Any)
 
 
 def context(core: Core, query: str, scope: Scope, budget_tokens: int, k: int, *,
-            reference: Any = None) -> Context:
-    """The best memories for ``query``, verbatim and dated, packed into a token budget."""
+            reference: Any = None, min_relevance: float | None = None) -> Context:
+    """The best memories for ``query``, verbatim and dated, packed into a token budget;
+    with ``min_relevance``, only those whose calibrated relevance reaches it."""
     cfg = core.config.retrieval
     # The learned stage is fitted for precision at the top of a ranking and prefers
     # long memories; a budget is better spent on more of them (see learned.py).
     hits = search(core, query, scope, k, reference=reference, track_access=False,
                   learned=cfg.learned_rerank and cfg.learned_in_context)
-    ctx = pack(query, hits, budget_tokens, dates=cfg.context_dates and asks_when(query))
+    ctx = pack(query, hits, budget_tokens, dates=cfg.context_dates and asks_when(query),
+               min_relevance=min_relevance)
     # Learned from after the caller has its context: a search path never writes.
     core.in_background(core.controller.observe_context, core.store, ctx)
     return ctx

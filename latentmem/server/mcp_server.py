@@ -106,7 +106,7 @@ def _record(record: Record) -> dict[str, Any]:
 
 
 def _hit(hit: Hit) -> dict[str, Any]:
-    return {"id": hit.id, "score": hit.score, "text": hit.text,
+    return {"id": hit.id, "score": hit.score, "relevance": hit.relevance, "text": hit.text,
             "event_time": iso(hit.record.event_time), "speaker": hit.record.speaker}
 
 
@@ -174,10 +174,15 @@ def build(mem: Memory, caller: Callable[[], Principal]) -> MCPServer:
                                     min_length=1)],
         user_id: UserId = None,
         k: Annotated[int, Field(description="how many memories at most", ge=1, le=MAX_K)] = 10,
+        threshold: Annotated[float | None, Field(
+            description="keep only memories whose relevance (the estimated probability, 0-1, "
+                        "that it helps answer the query) reaches this; none may", ge=0.0,
+            le=1.0)] = None,
     ) -> dict[str, Any]:
         """Search a user's memories. Returns the best matches, best first, each with its id,
-        score, text, event_time (when it happened) and speaker."""
-        hits = await run(lambda s: s.search(query, user_id, k=k))
+        score, relevance (0-1, comparable across queries), text, event_time (when it
+        happened) and speaker."""
+        hits = await run(lambda s: s.search(query, user_id, k=k, threshold=threshold))
         return {"hits": plain([_hit(h) for h in hits])}
 
     async def context(
@@ -186,11 +191,15 @@ def build(mem: Memory, caller: Callable[[], Principal]) -> MCPServer:
         user_id: UserId = None,
         budget_tokens: Annotated[int, Field(description="the most tokens the text may take",
                                             ge=1, le=1_000_000)] = 1000,
+        min_relevance: Annotated[float | None, Field(
+            description="pack only memories whose relevance (0-1) reaches this", ge=0.0,
+            le=1.0)] = None,
     ) -> str:
         """The memories most relevant to a query, packed into a token budget as text to put
         in a prompt: grouped under their dates, each marked [N], then a Sources list giving
         each [N]'s memory id and time."""
-        packed = await run(lambda s: s.context(query, user_id, budget_tokens=budget_tokens))
+        packed = await run(lambda s: s.context(query, user_id, budget_tokens=budget_tokens,
+                                               min_relevance=min_relevance))
         if not packed.items:
             return "No memories matched."
         sources = [f"[{item.ref}] id={item.id}"

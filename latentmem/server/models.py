@@ -62,6 +62,9 @@ class SearchRequest(Scoped):
     k: int = Field(10, ge=1, le=MAX_K)
     as_of: Time | None = None
     now: Time | None = None
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="only hits whose calibrated relevance reaches it (none may)")
 
 
 class ContextRequest(Scoped):
@@ -70,6 +73,9 @@ class ContextRequest(Scoped):
     k: int | None = Field(None, ge=1, le=MAX_K)
     as_of: Time | None = None
     now: Time | None = None
+    min_relevance: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="pack only memories whose calibrated relevance reaches it")
 
 
 class RecordOut(Answer):
@@ -103,6 +109,8 @@ class RecordOut(Answer):
 class HitOut(Answer):
     id: str
     score: float | None
+    relevance: float | None = Field(
+        None, description="calibrated probability that the memory helps answer the query")
     components: dict[str, float | None]
     record: RecordOut
 
@@ -120,6 +128,7 @@ class ContextItemOut(Answer):
     session_id: str | None = None
     speaker: str | None = None
     ref: int = 0
+    relevance: float | None = None
 
 
 class ContextAnswer(Answer):

@@ -93,6 +93,9 @@ class MemoryOptions(BaseModel):
     store: bool = Field(default=True, description="store this turn and the reply once answered")
     session_id: str | None = Field(default=None, min_length=1, max_length=256,
                                    description="the session the stored turn belongs to")
+    min_relevance: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="pack only memories whose calibrated relevance (0-1) reaches it")
 
 
 class ChatRequest(BaseModel):
@@ -318,7 +321,8 @@ def attach(app: FastAPI, state: ServerState, scoped: Callable[..., Any]) -> None
         s.who.user(body.user)  # 400/403 before any work
         options = body.memory
         context = await run_in_threadpool(s.context, searchable(text), body.user,
-                                          budget_tokens=options.budget_tokens)
+                                          budget_tokens=options.budget_tokens,
+                                          min_relevance=options.min_relevance)
         messages = list(body.messages)
         if context.items and context.text.strip():
             lead = 0
