@@ -164,3 +164,23 @@ def test_ann_settings_by_section() -> None:
     config = Config.from_dict({"storage": {"ann_min_vectors": None, "ann_nprobe": 32}})
     assert config.storage.ann_min_vectors is None and config.storage.ann_nprobe == 32
     assert Config().storage.ann_min_vectors == 200_000
+
+
+def test_bench_ann_reports_recall_by_nprobe(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from latentmem.bench.ann import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    out = tmp_path / "ann.json"
+    args = parser.parse_args(["ann", "--n", "1500", "--nlist", "16", "--nprobe", "2,16",
+                              "--real", "100", "--queries", "10", "--embedder", "hash",
+                              "--json", str(out)])
+    assert args.func(args) == 0
+    (size,) = json.loads(out.read_text())["sizes"]
+    assert size["n"] == 1500 and size["flat_fp16"]["recall@10"] >= 0.99
+    few, every = size["ivf"]
+    assert (few["nlist"], few["nprobe"], every["nprobe"]) == (16, 2, 16)
+    assert every["recall@10"] >= 0.99 and few["recall@10"] <= every["recall@10"]
