@@ -164,3 +164,20 @@ def test_next_edges_live_in_the_records_and_read_as_edges(tmp_path: Path) -> Non
         # an edge of another form is kept as a row
         m.store.add_edges([type(into)(ids[0], ids[6], "next", 0.5)])
         assert (ids[0], ids[6], 0.5) in {(e.src, e.dst, e.weight) for e in m.edges(ids[6])}
+
+
+def test_the_cli_makes_a_compact_store_and_keeps_its_profile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from latentmem.cli import main
+
+    monkeypatch.setenv("LATENTMEM_EMBEDDER", "hash")
+    home = str(tmp_path / "c")
+    assert main(["--home", home, "--profile", "compact", "add", "I moved to Lisbon"]) == 0
+    capsys.readouterr()
+    assert main(["--home", home, "stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["profile"], stats["vector_tier"]) == ("compact", "pq")
+    assert main(["--home", home, "--profile", "default", "stats"]) != 0
+    assert "made with profile 'compact'" in capsys.readouterr().err
