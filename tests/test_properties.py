@@ -568,7 +568,7 @@ def test_dense_agreement_allows_for_the_fp16_rounding_of_the_index(tmp_path: Pat
     the oracle must accept it, yet still catch a memory the index lacks."""
     query = "Coffee train garden movie book."  # nine hashed features, each +-1/3
     now = datetime.now(UTC)
-    with Memory(tmp_path / "store", embedder="hash") as m:
+    with Memory(tmp_path / "store", embedder="hash", vector_tier="fp32") as m:  # fp32 rows
         q = m.embedder.embed_batch([query])[0]
         (j1, j2), filler = np.flatnonzero(q)[:2], int(np.flatnonzero(q == 0)[0])
         step = 2.0**-12  # fp16's spacing in [0.25, 0.5)

@@ -181,3 +181,25 @@ def test_the_cli_makes_a_compact_store_and_keeps_its_profile(
     assert (stats["profile"], stats["vector_tier"]) == ("compact", "pq")
     assert main(["--home", home, "--profile", "default", "stats"]) != 0
     assert "made with profile 'compact'" in capsys.readouterr().err
+
+
+def test_bench_storage_reports_bytes_at_scale(tmp_path: Path) -> None:
+    import json
+
+    from latentmem.cli import main
+    from tests.test_bench import _locomo
+
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f"src\tsentence {i} about the {WORDS[i % 8]}\n" for i in range(70)))
+    out = tmp_path / "s.json"
+    assert main(["bench", "storage", "--data", str(_locomo(tmp_path)), "--embedder", "hash",
+                 "--cache", str(tmp_path / "c.db"), "--json", str(out), "--quiet",
+                 "--configs", "default,compact,lossy", "--tiers", "", "--no-lifecycle",
+                 "--scale", "60", "--scale-text", str(text)]) == 0
+    scale = {r["name"]: r for r in json.loads(out.read_text())["scale"]}
+    assert list(scale) == ["default", "compact"]  # the lossy mode is measured on LoCoMo only
+    assert all(r["memories"] == 60 for r in scale.values())
+    # compact keeps no embedding cache (its empty table's pages remain)
+    assert scale["default"]["embed_cache_bytes_per_memory"] > 64 * 4
+    assert scale["compact"]["embed_cache_bytes_per_memory"] < 64
+    assert scale["compact"]["bytes_per_memory_vacuumed"] < scale["default"]["bytes_per_memory_vacuumed"]

@@ -337,6 +337,18 @@ def run_cli(args: argparse.Namespace) -> int:
                 ["object", *[r["name"] for r in results]]))
     print(f"\n{sum(len(u.questions) for u in units)} questions in {len(units)} conversations; "
           f"plain RAG = UTF-8 text + fp32 vector, R@10 of the dense system; commit {out['commit']}")
+    if args.scale:
+        from latentmem.bench.storage_scale import scale_rows
+
+        out["scale"] = scale_rows(variants(args.tiers, False, args.configs), args.scale_text,
+                                  args.scale)
+        print(f"\nat {args.scale:,} memories ({args.scale_text}; hash vectors at 384-d):")
+        print(table([[r["name"], r["bytes_per_memory"], r["bytes_per_memory_vacuumed"],
+                      r["embed_cache_bytes_per_memory"], r["bytes_per_memory_vacuumed_without_cache"],
+                      r["rag_bytes_per_memory"], r["ratio_to_rag_vacuumed"], r["seconds"]]
+                     for r in out["scale"]],
+                    ["configuration", "bytes/memory", "vacuumed", "of which embedding cache",
+                     "vacuumed without it", "plain RAG", "x plain RAG", "seconds"]))
     write_json(out, args.json_out)
     return 0
 
@@ -358,5 +370,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--lifecycle", action=argparse.BooleanOptionalAction, default=True,
                    help="add the consolidate + demote row (default: on)")
     p.add_argument("--budget", type=int, default=1000, help="context budget in tokens")
+    p.add_argument("--scale", type=int, default=0, metavar="N",
+                   help="also build one store of N turns per configuration and report its bytes "
+                        "per memory (bench/storage_scale.py)")
+    p.add_argument("--scale-text", default="../shared/data/text/sentences-1.tsv.xz",
+                   help="the turns' texts for --scale: one sentence a line (default: %(default)s)")
     engine_args(p)
     p.set_defaults(func=run_cli)

@@ -10,8 +10,10 @@ default needed: PQ vectors with two dimensions per 4-bit code (96 bytes at 384-d
 full-text index without positions or counts (FTS5 ``detail=none``: BM25 then counts a
 word once per memory, which short turns rarely repeat anyway), no secondary indexes on
 speaker, time and session, no entity mentions or ``entity`` edges (what the entity hop
-follows, and it is off by default; the graph view then shows no entity links), and 1 KB
-pages (a store of a few hundred memories otherwise pays a 4 KB page per empty table).
+follows, and it is off by default; the graph view then shows no entity links), no
+embedding cache inside the store (a float32 vector per text; ``embed_cache_path`` still
+names a shared one), and 1 KB pages (a store of a few hundred memories otherwise pays a
+4 KB page per empty table).
 
 Measured in BENCHMARKS.md, "Storage profiles"; ``docs/compact.md`` has what each lever
 saved and cost, and what was rejected. The profile is kept in ``meta``; a store from
@@ -36,11 +38,12 @@ class Profile:
     lean_indexes: bool  # drop the secondary indexes on speaker, time and session
     pq_sub_dims: int  # dimensions per PQ sub-quantizer when the tier is pq (bytes: dim / 2 / this)
     entities: bool  # keep entity mentions and `entity` edges (graph/entities.py)
+    embed_cache: bool  # keep the embedding cache in the store (when Config.embed_cache is on)
 
 
 PROFILES: dict[str, Profile] = {
-    "default": Profile("default", "int8", "full", 4096, False, 1, True),
-    "compact": Profile("compact", "pq", "none", 1024, True, 2, False),
+    "default": Profile("default", "int8", "full", 4096, False, 1, True, True),
+    "compact": Profile("compact", "pq", "none", 1024, True, 2, False, False),
 }
 DEFAULT_PROFILE = "default"
 # The indexes a lean store drops (their queries then read record_scope or scan the user).

@@ -130,6 +130,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
         self._row_count: tuple[int, int] | None = None
         self._rowid = 0  # the next record's rowid, while ``insert`` runs (``_next_rowid``)
+        self._encoded: dict[str, bytes] = {}  # the batch's vector blobs, while ``insert`` runs
         # Time write transactions held the lock, in all (a sleep cycle sizes its batches on
         # it: latentmem/lifecycle/pacing.py), and the longest one (bench perf reports it).
         self.write_seconds = 0.0
@@ -475,6 +476,11 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                         "VALUES (?, 'SUPERSEDED', ?, ?)",
                         (old_id, now, json.dumps({"by": newest.id})))
             self._rowid = self._next_rowid(conn)
+            # One encoding call for the batch: FAISS encodes a lone vector into 2-d PQ codes
+            # in ~2 ms, twenty at once in 0.1 ms.
+            given = [(r.id, r.vector) for r, _ in rows if r.vector is not None]
+            self._encoded = dict(zip((i for i, _ in given), self.codec.encode(
+                np.stack([v for _, v in given])), strict=True)) if given else {}
             for record, index_text in rows:
                 rowids.append(self._insert_record(conn, record, index_text))
                 if history_event == "ADD":
@@ -553,7 +559,8 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                     r.role, r.speaker, to_ts(r.event_time), to_ts(r.created_at),
                     to_ts(r.updated_at), to_ts(r.valid_to), r.superseded_by, r.importance,
                     r.access_count, to_ts(r.last_accessed_at), r.strength,
-                    json.dumps(r.sources), _stored_hash(r), self.codec.encode_one(r.vector),
+                    json.dumps(r.sources), _stored_hash(r),
+                    self._encoded.pop(r.id, None) or self.codec.encode_one(r.vector),
                 ),
             )
         except sqlite3.IntegrityError as exc:

@@ -506,10 +506,21 @@ class LifecycleSQL(ScanSQL):
         return {str(n): int(s) for n, s in rows}
 
     def bytes_by_column(self) -> dict[str, int] | None:
-        """Bytes of each column of the memories' rows as stored (SQLite's ``length`` of
-        a blob or of a text's UTF-8; a number counts 8), summed over the records."""
+        """Bytes of each column of the memories' rows as SQLite's record format keeps them
+        (a blob's or a UTF-8 text's length; an integer, or a real with an integral value,
+        in 0-8 bytes by size; other reals 8), summed over the records; without the record
+        headers and page overhead."""
+        def ints(x: str) -> str:
+            return (f"CASE WHEN {x} IN (0, 1) THEN 0 WHEN {x} BETWEEN -128 AND 127 THEN 1 "
+                    f"WHEN {x} BETWEEN -32768 AND 32767 THEN 2 WHEN {x} BETWEEN -8388608 AND "
+                    f"8388607 THEN 3 WHEN {x} BETWEEN -2147483648 AND 2147483647 THEN 4 "
+                    f"WHEN {x} BETWEEN -140737488355328 AND 140737488355327 THEN 6 ELSE 8 END")
+
         cols = [str(r[1]) for r in self._fetch("PRAGMA table_info(records)")]
-        sums = ", ".join(f"sum(CASE typeof({c}) WHEN 'integer' THEN 8 WHEN 'real' THEN 8 "
-                         f"WHEN 'null' THEN 0 ELSE length(CAST({c} AS BLOB)) END)" for c in cols)
+        sums = ", ".join(
+            f"sum(CASE typeof({c}) WHEN 'integer' THEN {ints(c)} WHEN 'real' THEN "
+            f"(CASE WHEN {c} = CAST({c} AS INTEGER) AND abs({c}) < 1e15 THEN "
+            f"{ints(f'CAST({c} AS INTEGER)')} ELSE 8 END) "
+            f"WHEN 'null' THEN 0 ELSE length(CAST({c} AS BLOB)) END)" for c in cols)
         (row,) = self._fetch(f"SELECT {sums} FROM records")
         return {c: int(v or 0) for c, v in zip(cols, row, strict=True)}

@@ -82,3 +82,11 @@ CREATE VIEW edge_list(src, dst, type, weight, created_at) AS
     UNION
     SELECT p.id, r.id, 'next', 1.0, r.created_at FROM records r JOIN records p ON p.rowid = r.prev
     WHERE r.prev IS NOT NULL;
+
+-- The embedding cache as a rowid table: a WITHOUT ROWID row keeps at most ~1 KB in its page,
+-- so every float32 vector (1.5 KB at 384-d) took an overflow page of its own: 4.6 KB an
+-- entry, against 1.6 KB now.
+CREATE TABLE embed_cache_rows (key BLOB NOT NULL UNIQUE, vector BLOB NOT NULL);
+INSERT INTO embed_cache_rows(key, vector) SELECT key, vector FROM embed_cache;
+DROP TABLE embed_cache;
+ALTER TABLE embed_cache_rows RENAME TO embed_cache;
