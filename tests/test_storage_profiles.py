@@ -203,3 +203,8 @@ def test_bench_storage_reports_bytes_at_scale(tmp_path: Path) -> None:
     assert scale["default"]["embed_cache_bytes_per_memory"] > 64 * 4
     assert scale["compact"]["embed_cache_bytes_per_memory"] < 64
     assert scale["compact"]["bytes_per_memory_vacuumed"] < scale["default"]["bytes_per_memory_vacuumed"]
+    only = tmp_path / "only.json"
+    assert main(["bench", "storage", "--data", "unused.json", "--scale-only", "--scale", "20",
+                 "--scale-text", str(text), "--configs", "compact", "--tiers", "",
+                 "--json", str(only)]) == 0
+    assert [r["name"] for r in json.loads(only.read_text())["scale"]] == ["compact"]

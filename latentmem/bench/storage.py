@@ -282,6 +282,8 @@ def run_cli(args: argparse.Namespace) -> int:
     from latentmem.bench.locomo import load_locomo
     from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
 
+    if args.scale_only:
+        return scale_cli(args)
     convs = [c.strip() for c in args.conversations.split(",")] if args.conversations else None
     units = load_locomo(args.data, convs)
     if not units:
@@ -338,17 +340,31 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"\n{sum(len(u.questions) for u in units)} questions in {len(units)} conversations; "
           f"plain RAG = UTF-8 text + fp32 vector, R@10 of the dense system; commit {out['commit']}")
     if args.scale:
-        from latentmem.bench.storage_scale import scale_rows
+        out["scale"] = _scale(args)
+    write_json(out, args.json_out)
+    return 0
 
-        out["scale"] = scale_rows(variants(args.tiers, False, args.configs), args.scale_text,
-                                  args.scale)
-        print(f"\nat {args.scale:,} memories ({args.scale_text}; hash vectors at 384-d):")
-        print(table([[r["name"], r["bytes_per_memory"], r["bytes_per_memory_vacuumed"],
-                      r["embed_cache_bytes_per_memory"], r["bytes_per_memory_vacuumed_without_cache"],
-                      r["rag_bytes_per_memory"], r["ratio_to_rag_vacuumed"], r["seconds"]]
-                     for r in out["scale"]],
-                    ["configuration", "bytes/memory", "vacuumed", "of which embedding cache",
-                     "vacuumed without it", "plain RAG", "x plain RAG", "seconds"]))
+
+def _scale(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from latentmem.bench.storage_scale import scale_rows
+
+    rows = scale_rows(variants(args.tiers, False, args.configs), args.scale_text, args.scale)
+    print(f"\nat {args.scale:,} memories ({args.scale_text}; hash vectors at 384-d):")
+    print(table([[r["name"], r["bytes_per_memory"], r["bytes_per_memory_vacuumed"],
+                  r["embed_cache_bytes_per_memory"], r["bytes_per_memory_vacuumed_without_cache"],
+                  r["rag_bytes_per_memory"], r["ratio_to_rag_vacuumed"], r["seconds"]]
+                 for r in rows],
+                ["configuration", "bytes/memory", "vacuumed", "of which embedding cache",
+                 "vacuumed without it", "plain RAG", "x plain RAG", "seconds"]))
+    return rows
+
+
+def scale_cli(args: argparse.Namespace) -> int:
+    """``--scale-only``: the bytes at scale, without the LoCoMo runs."""
+    if not args.scale:
+        raise InvalidInputError("--scale-only needs --scale N")
+    out = {"benchmark": "storage-scale", "text": str(args.scale_text), **stamp(),
+           "scale": _scale(args)}
     write_json(out, args.json_out)
     return 0
 
@@ -373,6 +389,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--scale", type=int, default=0, metavar="N",
                    help="also build one store of N turns per configuration and report its bytes "
                         "per memory (bench/storage_scale.py)")
+    p.add_argument("--scale-only", action="store_true",
+                   help="only the --scale stores (no LoCoMo run; --data is still required)")
     p.add_argument("--scale-text", default="../shared/data/text/sentences-1.tsv.xz",
                    help="the turns' texts for --scale: one sentence a line (default: %(default)s)")
     engine_args(p)
