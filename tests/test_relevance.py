@@ -146,3 +146,14 @@ def test_a_query_about_nothing_in_the_store_is_less_relevant(
             off = m.search(query, user_id="ana")[0]
             assert (off.relevance or 0) < (home[0].relevance or 0), (query, off.relevance)
             assert m.search(query, user_id="ana", threshold=home[0].relevance) == []
+
+
+def test_each_data_set_weighs_the_same_in_a_fit() -> None:
+    from latentmem.bench.calibration import Sample, balanced
+
+    def sample(unit: str, hits: int) -> Sample:
+        return Sample(unit, "x", False, np.zeros((hits, len(R.FEATURES))), np.zeros(hits),
+                      np.zeros(hits), 1)
+
+    w = balanced([sample("a/1", 10), sample("a/2", 10), sample("b/1", 5)])
+    assert w[:20].sum() == pytest.approx(w[20:].sum()) and w.sum() == pytest.approx(25)

@@ -48,11 +48,14 @@ class Sample:
     y: np.ndarray  # 1 = evidence turn
     p: np.ndarray  # the shipped model's relevance
     gold: int  # evidence turns of the question
+    query: str = ""
+    hits: list[Hit] = field(default_factory=list)  # kept with ``Collector(keep=True)``
 
 
 @dataclass
 class Collector:
     samples: list[Sample] = field(default_factory=list)
+    keep: bool = False  # keep each question's hits, so features can be computed again
 
     def add(self, unit: str, category: str, apart: bool, query: str, hits: list[Hit],
             keys: list[str], gold: list[str]) -> None:
@@ -61,7 +64,8 @@ class Collector:
         y = np.array([0.0 if apart else float(k in wanted) for k in keys[:len(hits)]])
         p = np.array([h.relevance if h.relevance is not None else np.nan for h in hits])
         self.samples.append(Sample(unit, category, apart, R.features(query, hits), y, p,
-                                   0 if apart else len(wanted)))
+                                   0 if apart else len(wanted), query,
+                                   list(hits) if self.keep else []))
 
 
 def fold_of(unit: str, units: list[str]) -> int:
@@ -82,6 +86,18 @@ def folds(samples: list[Sample]) -> list[str]:
     return [f"{data}:{fold_of(name, ordered[data])}" for data, name in parts]
 
 
+def balanced(samples: list[Sample]) -> np.ndarray:
+    """Per hit of ``samples``, a weight that gives each data set ("data/unit") the same
+    total: LoCoMo's 760 questions would otherwise drown LongMemEval's few dozen."""
+    data = [s.unit.split("/", 1)[0] if "/" in s.unit else "" for s in samples]
+    hits: dict[str, int] = {}
+    for d, s in zip(data, samples, strict=True):
+        hits[d] = hits.get(d, 0) + len(s.y)
+    total = sum(hits.values())
+    return np.concatenate([np.full(len(s.y), total / (len(hits) * hits[d]))
+                           for d, s in zip(data, samples, strict=True)])
+
+
 def cross_validated(samples: list[Sample], l2: float = 1.0) -> list[np.ndarray]:
     """Each sample's relevance from a model fitted on the other folds' answerable
     questions (top ``FIT_DEPTH`` hits)."""
@@ -92,7 +108,8 @@ def cross_validated(samples: list[Sample], l2: float = 1.0) -> list[np.ndarray]:
                  if g != f and (not s.apart or s.category == "foreign")]
         if not train or not any(s.y.any() for s in train):
             continue
-        model = R.fit(np.vstack([s.x for s in train]), np.concatenate([s.y for s in train]), l2)
+        model = R.fit(np.vstack([s.x for s in train]), np.concatenate([s.y for s in train]), l2,
+                      weights=balanced(train))
         for i, g in enumerate(fold):
             if g == f:
                 out[i] = model.predict(samples[i].x)

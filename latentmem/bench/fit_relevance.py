@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from latentmem.bench.report import stamp, table
 from latentmem.retrieve import relevance as R
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "relevance.json"
+FOREIGN_CROSS = 10  # questions of the other data set asked of each unit, at most
 
 
 def collect(args: argparse.Namespace, units: list[Any], name: str) -> C.Collector:
@@ -39,7 +41,7 @@ def collect(args: argparse.Namespace, units: list[Any], name: str) -> C.Collecto
 
     setup = _setup(args)
     prewarm(setup, units, args.quiet)
-    collector = C.Collector()
+    collector = C.Collector(keep=True)
     total = sum(len(u.questions) for u in units)
     with tqdm(total=total, desc=name, unit="q", file=sys.stderr, disable=args.quiet) as bar:
         run_system("latentmem", units, setup, [10], 1000, C.FIT_DEPTH, bar.update, collector)
@@ -48,21 +50,24 @@ def collect(args: argparse.Namespace, units: list[Any], name: str) -> C.Collecto
     return collector
 
 
-def with_foreign(units: list[Any], share: float) -> list[Any]:
-    """Each conversation also asked ``share`` of the next one's questions, whose answers
-    it does not hold (category "foreign", every hit a negative): without them the model
-    only sees questions whose answer is in the store, and cannot learn that a weak best
-    match means nothing here is relevant."""
+def with_foreign(units: list[Any], share: float, pool: list[Any] | None = None) -> list[Any]:
+    """Each unit also asked ``share`` of the next unit's questions, whose answers it does
+    not hold (category "foreign", every hit a negative), and with ``pool`` (the other data
+    set's questions) a slice of those, about another world altogether: without them the
+    model only sees questions whose answer is in the store, and cannot learn that a weak
+    best match means nothing here is relevant."""
     from dataclasses import replace
 
     if share <= 0 or len(units) < 2:
         return units
     out = []
+    step = max(1, round(1 / share))
     for i, unit in enumerate(units):
-        other = [q for q in units[(i + 1) % len(units)].questions if not q.apart]
-        step = max(1, round(1 / share))
+        other = [q for q in units[(i + 1) % len(units)].questions if not q.apart][::step]
+        if pool:
+            other += [q for q in pool if not q.apart][i::len(units)][:FOREIGN_CROSS]
         foreign = [replace(q, id=f"{q.id}@{unit.name}", category="foreign", apart=True)
-                   for q in other[::step]]
+                   for q in other]
         out.append(replace(unit, questions=[*unit.questions, *foreign]))
     return out
 
@@ -72,15 +77,30 @@ def run_cli(args: argparse.Namespace) -> int:
     from latentmem.bench.longmemeval import load_longmemeval
 
     started = stamp()
-    parts = {"locomo": collect(args, with_foreign(load_locomo(args.data), args.foreign),
-                               "locomo")}
-    if args.longmemeval:
-        units = load_longmemeval(args.longmemeval, None, args.per_type)
-        parts["longmemeval"] = collect(args, units, "longmemeval")
+    cached = Path(args.samples) if args.samples else None
+    if cached is not None and cached.exists():
+        with cached.open("rb") as read:  # this command's own file (--samples), not user input
+            parts = pickle.load(read)  # noqa: S301
+        print(f"read the searched questions from {cached}")
+    else:
+        locomo = load_locomo(args.data)
+        lme = load_longmemeval(args.longmemeval, None, args.per_type) if args.longmemeval else []
+        lme_questions = [q for u in lme for q in u.questions]
+        locomo_questions = [q for u in locomo for q in u.questions]
+        parts = {"locomo": collect(args, with_foreign(locomo, args.foreign, lme_questions),
+                                   "locomo")}
+        if lme:
+            parts["longmemeval"] = collect(args, with_foreign(lme, args.foreign,
+                                                              locomo_questions), "longmemeval")
+        if cached is not None:
+            with cached.open("wb") as dump:
+                pickle.dump(parts, dump)
     samples = [s for c in parts.values() for s in c.samples]
+    for s in samples:  # the features as this code computes them
+        s.x = R.features(s.query, s.hits)
     fit = [s for s in samples if not s.apart or s.category == "foreign"]
     model = R.fit(np.vstack([s.x for s in fit]), np.concatenate([s.y for s in fit]),
-                  l2=args.l2)
+                  l2=args.l2, weights=C.balanced(fit))
     # Cross-validated: LoCoMo's conversations are its folds, LongMemEval's questions are
     # hashed into five; one fold at a time, every other part's questions are fitted on.
     cv_pred = C.cross_validated(samples, args.l2)
@@ -126,6 +146,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--foreign", type=float, default=0.5,
                    help="share of the next conversation's questions each LoCoMo store is "
                         "also asked (no answer there: negatives); 0 for none")
+    p.add_argument("--samples", default=None, metavar="FILE",
+                   help="keep the searched questions here and read them back next time, so a "
+                        "change of features is refitted without searching again")
     p.add_argument("--out", default=str(OUT), help=f"where to write the model (default {OUT})")
     engine_args(p)
     p.set_defaults(func=run_cli)

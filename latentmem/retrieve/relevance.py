@@ -23,19 +23,31 @@ of the hit), from features that mean the same in every query and every store:
   where that stage does not reorder them (``context`` by default).
 
 The model is logistic regression over those features, fitted without class weights
-(class weights buy recall of a ranker but bias the probabilities) on the top hits of
-every dev question with evidence: an evidence turn is a positive, every other hit a
-negative. ``latentmem bench fit-relevance`` fits it, reports the cross-validated
-calibration (leave one LoCoMo conversation out; LongMemEval questions in five folds) and
-writes ``latentmem/data/relevance.json`` with the command and data that made it. The
-features come from the final ranking, so the file is refitted whenever the ranking
-stages change (the fit command says by how much the calibration moved).
+(class weights buy recall of a ranker but bias the probabilities) on the top 20 hits of
+every dev question with evidence (LoCoMo and LongMemEval): an evidence turn is a
+positive, every other hit a negative. Questions whose answer the store does not hold are
+negatives too: each store is also asked some of another store's questions, of its own
+data set and of the other one ("foreign"); without them the model never sees a store
+with nothing relevant and cannot learn that a weak best cosine means exactly that. The
+two data sets weigh the same in the fit (LoCoMo has thirty times LongMemEval's questions).
+``latentmem bench fit-relevance`` fits it, reports the cross-validated calibration (leave
+one LoCoMo conversation out; LongMemEval questions in five folds) and writes
+``latentmem/data/relevance.json`` with the command and data that made it. The features
+come from the final ranking, so the file is refitted whenever the ranking stages change
+(``--samples`` keeps the searched questions, so a change of features refits in seconds).
 
-Rejected: the final ``score`` itself (its scale depends on which stages are on, so a
-config change would silently decalibrate), raw BM25 (it grows with the store's size
-through idf; coverage carries the same signal on a fixed scale), isotonic regression
-on the score (a step function fitted on a few thousand positives; it did no better than
-the logistic model in cross-validation and cannot use the query-level features).
+The trade-off measured (BENCHMARKS.md, "Calibrated relevance"): without the foreign
+questions both data sets were calibrated within 0.04 (ECE), but a question about nothing
+in a store scored almost what the right answer did; with them a query about nothing
+scores a third to a sixth of the answer's relevance, and LongMemEval's answerable hits
+are underestimated (ECE about 0.07 on its 27 dev questions).
+
+Rejected: the text's length as a feature (no gain in cross-validation once the last
+stage's logit, which holds length relative to the speaker's, is in); the final
+``score`` itself (its scale depends on which stages are on, so a config change would
+silently decalibrate); raw BM25 (it grows with the store's size through idf; coverage
+carries the signal on a fixed scale). Not tried: isotonic regression on the score, which
+could not use the query-level features that tell "nothing here" apart.
 """
 
 from __future__ import annotations
@@ -160,11 +172,14 @@ def annotate(query: str, hits: Sequence[Hit], model: Calibrator | None = None) -
         hit.relevance = round(float(p), 6)
 
 
-def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300) -> Calibrator:
-    """Unweighted L2 logistic regression by Newton's method (deterministic: the same
-    examples give the same model)."""
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300,
+        weights: np.ndarray | None = None) -> Calibrator:
+    """L2 logistic regression by Newton's method (deterministic: the same examples give
+    the same model). ``weights``: per example (never by class, which would bias the
+    probabilities); None: all 1."""
     if len(y) == 0 or y.min() == y.max():
         raise ValueError("need both positive and negative examples to fit")
+    weight = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-9] = 1.0
     z = np.column_stack([(x - mean) / scale, np.ones(len(y))])
@@ -173,8 +188,8 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 300) -> Cali
     ridge[-1] = 0.0  # the bias is not penalised
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -30, 30)))
-        grad = z.T @ (p - y) + ridge * w
-        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(ridge + 1e-9)
+        grad = z.T @ (weight * (p - y)) + ridge * w
+        hess = (z * (weight * p * (1 - p))[:, None]).T @ z + np.diag(ridge + 1e-9)
         step = np.linalg.solve(hess, grad)
         w -= step
         if float(np.abs(step).max()) < 1e-10:

@@ -98,6 +98,7 @@ function hitCard(hit, rank, scale) {
   return h("article", { class: "card hit", "data-id": hit.id },
     h("div", { class: "head" }, h("span", { class: "muted" }, `#${rank}`),
       h("span", { class: "score", title: "final score" }, num(hit.score)),
+      hit.relevance == null ? null : h("span", { class: "muted", title: "calibrated relevance: the estimated probability (0-1) that this memory helps answer the query, comparable across queries" }, `relevance ${num(hit.relevance)}`),
       h("span", { class: "muted" }, `${r.speaker || r.role || ""} · ${when(r.event_time)} · ${r.session_id || "no session"}`),
       badges(r)),
     h("div", { class: "text" }, shownText(r)),
