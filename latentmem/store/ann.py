@@ -3,12 +3,12 @@
 Why IVF. A flat scan reads every vector: 68 ms per query for 1M fp16 vectors on this
 2-core machine, the largest part of a search at that size. ``IndexIVFScalarQuantizer``
 (inner product, fp16 codes, not residuals) keeps the same fp16 vectors in ``nlist``
-lists around k-means centroids and reads the ``nprobe`` lists nearest the query.
-Measured on 1M generated vectors and 200 real MiniLM queries (BENCHMARKS.md, Speed):
-nlist 1,024, nprobe 64 finds 0.997 of the exact top 10 in 5.4 ms. HNSW was rejected:
-FAISS's HNSW indexes cannot remove a vector (each delete would rebuild the partition, or
-leave tombstones to filter), their graph links add ~250 bytes per vector, and building
-one for 1M vectors on two cores takes many minutes where IVF trains and fills in ~25 s.
+lists around k-means centroids and reads the ``nprobe`` lists nearest the query. The
+recall and time at 1M are in BENCHMARKS.md (Speed); ``latentmem bench ann`` sweeps nlist
+and nprobe. HNSW was rejected: FAISS's HNSW indexes cannot remove a vector (each delete
+would rebuild the partition, or leave tombstones to filter), their graph links add ~250
+bytes per vector, and building one for 1M vectors on two cores takes far longer than
+training and filling an IVF.
 
 How it stays derived. Nothing here is persisted on its own: the partition's vectors are
 the store's, its centroids are trained on a sample of them, and a rebuild from SQLite

@@ -37,8 +37,8 @@ its index is then rebuilt (``stale`` says so).
 
 Large partitions (``Ann``, latentmem/store/ann.py). In the fp32, fp16 and int8 tiers a
 user partition of ``ann_min_vectors`` or more (200k by default) is an IVF index over the
-same fp16 vectors: at 1M a search reads ~6% of them instead of all, and finds 0.997 of
-the exact top 10 (ann.py says what was measured and why not HNSW). Below the threshold
+same fp16 vectors: at 1M a search reads ~6% of them instead of all (ann.py says why IVF
+and not HNSW; BENCHMARKS.md has its recall). Below the threshold
 the flat scan costs a few ms and is exact, so it stays.
 
 The file. Each partition is written with ``faiss.write_index`` straight into its zip
