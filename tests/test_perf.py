@@ -38,7 +38,8 @@ def test_smoke_reports_every_figure(tmp_path: Path) -> None:
     assert result["command"].startswith("latentmem bench perf --n 200")
     (size,) = result["sizes"]
     for key in KEYS:
-        assert math.isfinite(size[key]) and size[key] > 0, key
+        # A store whose vectors are not fp32 (the default profile's int8) keeps no FAISS file.
+        assert math.isfinite(size[key]) and (size[key] > 0 or key == "faiss_bytes_per_memory"), key
     assert size["n"] == 200 and size["records"] == 208  # the repeated adds were removed again
     assert size["real_vectors"] == 60 and size["generated_vectors"] == 140
     assert size["bulk_ingest_turns"] == 60 and size["queries"] == 12 and size["adds"] == 8
