@@ -208,3 +208,20 @@ def test_bench_storage_reports_bytes_at_scale(tmp_path: Path) -> None:
                  "--scale-text", str(text), "--configs", "compact", "--tiers", "",
                  "--json", str(only)]) == 0
     assert [r["name"] for r in json.loads(only.read_text())["scale"]] == ["compact"]
+
+
+def test_a_dictionary_trained_by_another_process_is_used_for_the_next_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import latentmem.store.sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "TRAIN_MIN", 40)
+    home = tmp_path / "s"
+    with Memory(home, embedder="hash") as a, Memory(home, embedder="hash") as b:
+        a.add(_turns(40), user_id="u")  # a trains generation 1
+        late = b.add("written by the other process after the training", user_id="u").ids[0]
+        a.add(_turns(120, 40), user_id="u")  # a trains generation 2 and drops generation 1
+        again = b.add("and again after the second training", user_id="u").ids[0]
+        assert _raw(home, "SELECT generation FROM text_dicts") == [(2,)]
+        for m in (a, b):
+            assert m.get(late).text == "written by the other process after the training"
+            assert m.get(again).text == "and again after the second training"

@@ -217,7 +217,9 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
 
     def _load_dictionary(self) -> tuple[int, int]:
         """Write new texts with the newest dictionary; returns (its generation, the number of
-        texts it was trained on), (0, 0) when there is none."""
+        texts it was trained on), (0, 0) when there is none. Every write of a text calls it
+        inside its transaction: another process may have trained a newer dictionary and
+        deleted the one this process last used."""
         with self.lock:
             row = self.conn.execute("SELECT generation, data, trained_on FROM text_dicts "
                                     "ORDER BY generation DESC LIMIT 1").fetchone()
@@ -464,6 +466,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         now = time.time()
         rowids: list[int] = []
         with self.transaction() as conn:
+            self._load_dictionary()  # another process may have trained a newer one
             if supersede and rows:
                 newest = rows[-1][0]
                 until = to_ts(newest.event_time) or now
@@ -623,6 +626,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         """Apply column changes; re-index text and vector when given. Returns the new row."""
         sets = column_values(changes)
         with self.transaction() as conn:
+            self._load_dictionary()
             old = self.get_row(record_id)
             text = changes.get("text", old.record.text)
             if "summary" in sets:
@@ -744,6 +748,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         """Give a lossy memory its text (``record.text``, title, summary) back, indexed."""
         text = record.text or ""
         with self.transaction() as conn:
+            self._load_dictionary()
             conn.execute(
                 "UPDATE records SET text = ?, index_text = ?, title = ?, summary = ?, "
                 "updated_at = ? WHERE rowid = ?",
