@@ -65,10 +65,7 @@ class Core:
         storage = config.storage
         # A noised store keeps no clean vectors: its own cache would hold them. A shared
         # cache file (embed_cache_path) is the caller's choice and stays.
-        # A compact store keeps no cache of its own (store/profiles.py): a full vector per
-        # text would be several times what the memory itself takes.
-        own_cache = not storage.vector_noise and self.store.profile.embed_cache
-        if storage.embed_cache and (storage.embed_cache_path or own_cache):
+        if storage.embed_cache and (storage.embed_cache_path or not storage.vector_noise):
             if storage.embed_cache_path:
                 self.cache = EmbeddingCache.open(storage.embed_cache_path)
             else:

@@ -35,7 +35,6 @@ import numpy as np
 from latentmem.errors import StoreError
 from latentmem.store.codec import VectorCodec
 from latentmem.store.keys import ApiKey
-from latentmem.store.profiles import Profile
 from latentmem.types import Edge, Record, from_ts, to_ts
 
 
@@ -268,9 +267,6 @@ class Records(Protocol):
 
     def bind_vector_tier(self, tier: str | None, dim: int) -> VectorCodec: ...
 
-    # What the store spends per memory (store/profiles.py), fixed when it was made.
-    profile: Profile
-
     def convert_vectors(self, tier: str) -> int: ...
 
     def insert(self, rows: Sequence[tuple[Record, str]], edges: Sequence[Edge] = (),
@@ -485,10 +481,6 @@ class Maintenance(Scans, Protocol):
 
     def bytes_by_object(self) -> dict[str, int] | None:
         """Bytes per table and index, where the backend can tell."""
-        ...
-
-    def bytes_by_column(self) -> dict[str, int] | None:
-        """Bytes of each column of the memories' rows, summed, where the backend can tell."""
         ...
 
 
