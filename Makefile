@@ -49,8 +49,12 @@ typecheck: $(STAMP) ## mypy on the package
 unit: $(STAMP) $(UI_ASSETS) ## the tests that need no model (fast)
 	$(BIN)/pytest -q -m "not slow"
 
+# Worker processes for the full suite: every test makes its own store, server or database,
+# so they run apart; two halve CI's wall time on its two cores (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(UI_ASSETS) lint typecheck ## ruff, mypy, then every test (slow ones included)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 fuzz: $(STAMP) ## a longer schema fuzz of the server, fresh randomness: make fuzz N=20000
 	LATENTMEM_FUZZ_EXAMPLES=$(or $(N),20000) LATENTMEM_FUZZ_SEED=$$(od -An -N4 -tu4 /dev/urandom) \
