@@ -42,7 +42,8 @@ class _Parser(argparse.ArgumentParser):
 def _open(args: argparse.Namespace) -> Any:
     from latentmem.memory import Memory
 
-    return Memory(args.home)
+    profile = getattr(args, "profile", None)
+    return Memory(args.home, **({"profile": profile} if profile else {}))
 
 
 def _emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
@@ -433,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="store: a directory or a postgresql:// URL "
                                  "(default: $LATENTMEM_HOME or ./.latentmem)")
         target.add_argument("--user", default=default, help="user scope (default: 'default')")
+        target.add_argument("--profile", default=default, choices=["default", "compact"],
+                            help="storage profile of a new store (latentmem/store/profiles.py); "
+                                 "an existing store keeps its own")
         target.add_argument("--json", action="store_true",
                             default=False if default is None else default,
                             help="machine-readable output")

@@ -178,8 +178,12 @@ class StorageConfig:
     # Where the embedding cache lives; None means inside the store's own database.
     embed_cache_path: str | None = None
     # How vectors are stored (latentmem/store/codec.py). Fixed in the store when it is
-    # created; None means the store's own (fp32 when new).
+    # created; None means the store's own (the profile's when new: store/profiles.py).
     vector_tier: Literal["fp32", "fp16", "int8", "pq"] | None = None
+    # What a store spends per memory (latentmem/store/profiles.py): "default" (lossless,
+    # compressed texts, int8 vectors) or "compact". Fixed when the store is created; None
+    # means the store's own ("default" when new).
+    profile: Literal["default", "compact"] | None = None
     # "lossless" stores text; "lossy" stores vectors and metadata only (latent memory).
     mode: Literal["lossless", "lossy"] = "lossless"
     # A user's vectors are scanned in full (exact) below ann_min_vectors; from there they

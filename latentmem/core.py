@@ -27,7 +27,7 @@ import numpy as np
 from latentmem.config import Config
 from latentmem.encode.base import Embedder, get_embedder
 from latentmem.encode.cache import CachedEmbedder, EmbeddingCache
-from latentmem.errors import InvalidInputError, NotFoundError
+from latentmem.errors import InvalidInputError, NotFoundError, StoreCorruptError
 from latentmem.graph import entities
 from latentmem.inputs import check_id, check_scope_value
 from latentmem.lifecycle.controller import Controller
@@ -65,7 +65,10 @@ class Core:
         storage = config.storage
         # A noised store keeps no clean vectors: its own cache would hold them. A shared
         # cache file (embed_cache_path) is the caller's choice and stays.
-        if storage.embed_cache and (storage.embed_cache_path or not storage.vector_noise):
+        # A compact store keeps no cache of its own (store/profiles.py): a full vector per
+        # text would be several times what the memory itself takes.
+        own_cache = not storage.vector_noise and self.store.profile.embed_cache
+        if storage.embed_cache and (storage.embed_cache_path or own_cache):
             if storage.embed_cache_path:
                 self.cache = EmbeddingCache.open(storage.embed_cache_path)
             else:
@@ -119,7 +122,18 @@ class Core:
                                       f"vectors; the store: epoch {epoch}, {self.store.count()})")
         if self.index_file_status != "absent" and not self.index_file_status.startswith("not"):
             self.index_file_status += "; rebuilt from the store"
-        return self._build_index(epoch)
+        try:
+            return self._build_index(epoch)
+        except StoreCorruptError as exc:
+            # A damaged page under the vectors: the store still opens, so that `latentmem
+            # check` and the reads that do not meet the damage work. The index is left empty
+            # and out of date (epoch -1), so every search and write rebuilds it first
+            # (sync_index) and meets the same error: nothing answers from a partial index.
+            log.warning("the vector index could not be built: %s", exc)
+            self.index_file_status += f"; could not be rebuilt ({exc})"
+            index = FaissIndex(self.dim, self.store.codec, self._ann())
+            index.epoch = -1
+            return index
 
     def _ann(self) -> Ann:
         storage = self.config.storage
@@ -187,13 +201,13 @@ class Core:
         not changed since it was loaded or saved is not written again: at 1M memories that
         is 1.5 GB on every close."""
         with self.lock:
-            self.sync_index()
             path = self._index_file()
-            if path is None:
+            if path is None or self._native:
                 return
             if not self.index.persistent:  # compact tiers rebuild it from the store
                 path.unlink(missing_ok=True)
                 return
+            self.sync_index()
             if self.index.epoch == self._saved_epoch and path.exists():
                 return
             try:

@@ -521,6 +521,7 @@ class Memory:
             "dim": self.dim,
             "schema_version": self.store.schema_version,
             "vector_tier": self.store.codec.tier,
+            "profile": self.store.profile.name,
             "index_vectors": self.index.count(),
             "db_bytes": db,
             "index_bytes": index_bytes,

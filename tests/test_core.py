@@ -15,10 +15,12 @@ from latentmem.encode.cache import cache_key
 from latentmem.memory import DB_FILE, INDEX_FILE
 from latentmem.store import migrate
 from latentmem.store.sqlite import SQLiteStore
+from latentmem.store.textcodec import register as register_functions
 
 
 def _raw_counts(home: Path) -> dict[str, int]:
     conn = sqlite3.connect(home / DB_FILE)
+    register_functions(conn)  # the full-text index reads texts through them
     try:
         return {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
@@ -187,7 +189,7 @@ def test_other_embedder_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["missing", "garbage", "stale"])
 def test_index_rebuilds(tmp_path: Path, damage: str) -> None:
     home = tmp_path / "h"
-    with Memory(home, embedder="hash") as m:
+    with Memory(home, embedder="hash", vector_tier="fp32") as m:  # the tier with an index file
         for i in range(20):
             m.add(f"memory number {i} about topic {i % 4}", user_id="u")
         before = [h.id for h in m.search("topic 2", user_id="u", track_access=False)]

@@ -148,7 +148,8 @@ class MemoryMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp())
-        self.m = Memory(self.dir / "store", embedder="hash")
+        # fp32: the oracle compares vectors to 1e-5 (the default tier keeps int8)
+        self.m = Memory(self.dir / "store", embedder="hash", vector_tier="fp32")
         self.cfg = self.m.config.lifecycle
         self.live: dict[str, Rec] = {}
         self.archived: dict[str, Rec] = {}
@@ -318,7 +319,8 @@ class MemoryMachine(RuleBasedStateMachine):
     @rule()
     def reopen(self) -> None:
         self.m.close()
-        self.m = Memory(self.dir / "store", embedder="hash")
+        # fp32: the oracle compares vectors to 1e-5 (the default tier keeps int8)
+        self.m = Memory(self.dir / "store", embedder="hash", vector_tier="fp32")
 
     # -- the lifecycle --------------------------------------------------------------------
 
@@ -440,7 +442,7 @@ class MemoryMachine(RuleBasedStateMachine):
         path = self.dir / f"export.{fmt}"
         mine = {i: r for i, r in self.live.items() if r.user == user}
         assert export_memory(self.m, path, fmt, user_id=user) == len(mine)
-        with Memory(self.dir / "other", embedder="hash") as other:
+        with Memory(self.dir / "other", embedder="hash", vector_tier="fp32") as other:
             assert import_into(other, path, fmt) == len(mine)
             got = {r.id: r for r in other.all(user, include_vectors=True)}
             assert {i: r.text for i, r in got.items()} == {i: r.text for i, r in mine.items()}
@@ -566,7 +568,7 @@ def test_dense_agreement_allows_for_the_fp16_rounding_of_the_index(tmp_path: Pat
     the oracle must accept it, yet still catch a memory the index lacks."""
     query = "Coffee train garden movie book."  # nine hashed features, each +-1/3
     now = datetime.now(UTC)
-    with Memory(tmp_path / "store", embedder="hash") as m:
+    with Memory(tmp_path / "store", embedder="hash", vector_tier="fp32") as m:  # fp32 rows
         q = m.embedder.embed_batch([query])[0]
         (j1, j2), filler = np.flatnonzero(q)[:2], int(np.flatnonzero(q == 0)[0])
         step = 2.0**-12  # fp16's spacing in [0.25, 0.5)

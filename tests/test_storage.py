@@ -1,4 +1,5 @@
-"""Storage tiers (fp32, fp16, int8, pq), the slim layout of migration 006, ``bench storage``."""
+"""Storage tiers (fp32, fp16, int8, pq), the slim layout of migration 006, ``bench storage``.
+Profiles and compressed texts (migration 008) are in test_storage_profiles.py."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def test_tier_conflicts_are_clear(tmp_path: Path) -> None:
 
 def test_convert_on_request(tmp_path: Path) -> None:
     home = tmp_path / "s"
-    with Memory(home, embedder="hash") as m:
+    with Memory(home, embedder="hash", vector_tier="fp32") as m:  # the tier with an index file
         ids = m.add(_texts(PQ_TRAIN_MIN + 5), user_id="u").ids
     assert (home / INDEX_FILE).exists()
     with Memory(home, embedder="hash") as m:
@@ -157,10 +158,10 @@ def test_slim_layout_keeps_each_text_once(tmp_path: Path) -> None:
         rec = m.get(rid)
         assert rec.summary == segment.derive_summary(rec.text or "")
         assert m.store.get_row(rid).index_text == index_text_for(rec.text or "", "Ana")
-        (raw,) = _raw(home, "SELECT index_text, summary FROM records")
-        assert raw == (None, None)
-        (hist,) = _raw(home, "SELECT new_text FROM history")
-        assert hist == (None,)
+        (raw,) = _raw(home, "SELECT index_text, summary, title, content_hash FROM records")
+        assert raw == (None, None, "", "")  # each derived from the text (006, 008)
+        assert rec.title == segment.derive_title(rec.text or "") and rec.content_hash
+        assert _raw(home, "SELECT count(*) FROM history") == [(0,)]  # the ADD is the record
         assert m.history(rid)[0]["new_text"] == rec.text
         m.update(rid, title="Hike")
         assert m.get(rid).title == "Hike"
@@ -258,10 +259,12 @@ def test_bench_storage_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = tmp_path / "s.json"
     assert main(["bench", "storage", "--data", str(_locomo(tmp_path)), "--embedder", "hash",
                  "--cache", str(tmp_path / "c.db"), "--json", str(out), "--quiet",
-                 "--tiers", "fp32,int8", "--no-lifecycle"]) == 0
+                 "--configs", "default,compact", "--tiers", "fp32", "--no-lifecycle"]) == 0
     result = json.loads(out.read_text())
     configs = {c["name"]: c for c in result["configurations"]}
-    assert list(configs) == ["fp32 (default)", "int8"]
+    assert list(configs) == ["default", "compact", "default, fp32 vectors"]
+    rag = result["plain_rag"]
+    assert rag["quality"]["questions"] == 3 and rag["recall@10"] is not None
     for c in configs.values():
         assert c["turns"] == 5 and c["quality"]["questions"] == 3
         assert c["rag_bytes_per_memory"] > 4 * 64
@@ -269,9 +272,14 @@ def test_bench_storage_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[
                                                   rel=0.01)
         assert 0.0 <= c["dense_top10_overlap"] <= 1.0
         assert "records" in c["bytes_per_memory_by_object"]
-    assert configs["fp32 (default)"]["bytes_per_memory_by_object"]["(index file)"] > 0
-    assert "(index file)" not in configs["int8"]["bytes_per_memory_by_object"]
-    assert "dense top-10 overlap" in capsys.readouterr().out
+        if c["recall@10"] and rag["recall@10"]:  # the issue's measure, from the same run
+            assert c["storage_to_retrieval_vs_rag"] == pytest.approx(
+                (c["rag_bytes_per_memory"] / rag["recall@10"])
+                / (c["bytes_per_memory_vacuumed"] / c["recall@10"]), rel=0.01, abs=1e-3)
+    assert [configs[n]["profile"] for n in configs] == ["default", "compact", "default"]
+    assert configs["default, fp32 vectors"]["bytes_per_memory_by_object"]["(index file)"] > 0
+    assert "(index file)" not in configs["default"]["bytes_per_memory_by_object"]
+    assert "storage-to-retrieval vs RAG" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -281,7 +289,8 @@ def test_pq_keeps_locomo_recall(tmp_path: Path) -> None:
     data = require_shared(LOCOMO_DEV)
     out = tmp_path / "s.json"
     assert main(["bench", "storage", "--data", str(data), "--conversations", "conv-26",
-                 "--tiers", "pq", "--no-lifecycle", "--json", str(out), "--quiet"]) == 0
+                 "--configs", "", "--tiers", "pq", "--no-lifecycle", "--json", str(out),
+                 "--quiet"]) == 0
     (pq,) = json.loads(out.read_text())["configurations"]
     assert pq["recall@10"] >= 0.812
     assert pq["dense_top10_overlap"] >= 0.93

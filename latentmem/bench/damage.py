@@ -1,7 +1,8 @@
 """The ``damage`` scenarios of ``latentmem bench reliability``: a store's files damaged at
 random, then read.
 
-- ``index_file``: the saved FAISS index is deleted, truncated at a random length, or has
+- ``index_file``: (on an fp32 store, the tier that keeps its index in a file; other
+  tiers rebuild it from the store at every open) the saved FAISS index is deleted, truncated at a random length, or has
   1-16 random bits flipped. On the next open every memory must be there, the index must
   agree with the store (``latentmem check``), and a search must score like an exact scan.
 - ``sqlite_page``: one random page of the SQLite file (not the header page) is overwritten
@@ -27,18 +28,18 @@ def _texts(n: int) -> list[str]:
     return [f"note {i} about topic{i % 41} with words {i * 7} and more" for i in range(n)]
 
 
-def _build(home: Path, n: int) -> dict[str, str]:
+def _build(home: Path, n: int, **config: str) -> dict[str, str]:
     from latentmem import Memory
 
     texts = _texts(n)
-    with Memory(home, embedder="hash") as m:
+    with Memory(home, embedder="hash", **config) as m:
         ids = m.add(texts[: n // 2], user_id="ana", session_id="s1").ids
         ids += m.add(texts[n // 2:], user_id="bob", session_id="s2").ids
     return dict(zip(ids, texts, strict=True))
 
 
 def trial(scenario: str, home: Path, rng: random.Random, n: int = 400) -> dict[str, Any]:
-    written = _build(home, n)
+    written = _build(home, n, **({"vector_tier": "fp32"} if scenario == "index_file" else {}))
     damage = _damage_index_file(home, rng) if scenario == "index_file" else \
         _damage_page(home, rng)
     read = _read_back(home, written)

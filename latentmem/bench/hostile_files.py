@@ -51,6 +51,7 @@ from latentmem.bench.hostile_variants import Bundle, Variant, random_variant
 from latentmem.errors import LatentMemError
 from latentmem.memory import Memory
 from latentmem.store import DB_FILE
+from latentmem.store import textcodec
 from latentmem.store.formats import export_memory, import_conversation, import_into
 from latentmem.types import EDGE_TYPES, LEVELS, Record
 
@@ -108,6 +109,9 @@ def _fill_target(m: Memory) -> None:
 def digest(home: Path) -> str:
     """A hash of every row of every table of the store, read without writing."""
     conn = sqlite3.connect(f"file:{home / DB_FILE}?mode=ro", uri=True)
+    # The full-text index reads its texts through the store's SQL functions (texts may be
+    # stored compressed: latentmem/store/textcodec.py).
+    textcodec.register(conn)
     try:
         h = hashlib.sha256()
         names = [r[0] for r in conn.execute(

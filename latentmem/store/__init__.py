@@ -31,15 +31,21 @@ def is_url(location: Path | str) -> bool:
 
 
 def _postgres(location: Path | str, storage: StorageConfig) -> Any:
+    from latentmem.errors import InvalidInputError
     from latentmem.store.postgres import PostgresStore
 
+    if storage.profile not in (None, "default"):
+        raise InvalidInputError(
+            f"a PostgreSQL store serves the default profile only; profile={storage.profile!r} "
+            "is for SQLite stores (its compressed texts, PQ vectors and lean full-text index "
+            "are SQLite's)")
     return PostgresStore(str(location), storage.durability)
 
 
 def _sqlite(location: Path | str, storage: StorageConfig) -> Any:
     from latentmem.store.sqlite import SQLiteStore
 
-    return SQLiteStore(Path(location) / DB_FILE, storage.durability)
+    return SQLiteStore(Path(location) / DB_FILE, storage.durability, storage.profile)
 
 
 # (does this location belong to the backend, how to open it); the first that claims wins.

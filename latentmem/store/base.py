@@ -35,6 +35,7 @@ import numpy as np
 from latentmem.errors import StoreError
 from latentmem.store.codec import VectorCodec
 from latentmem.store.keys import ApiKey
+from latentmem.store.profiles import Profile
 from latentmem.types import Edge, Record, from_ts, to_ts
 
 
@@ -267,6 +268,9 @@ class Records(Protocol):
 
     def bind_vector_tier(self, tier: str | None, dim: int) -> VectorCodec: ...
 
+    # What the store spends per memory (store/profiles.py), fixed when it was made.
+    profile: Profile
+
     def convert_vectors(self, tier: str) -> int: ...
 
     def insert(self, rows: Sequence[tuple[Record, str]], edges: Sequence[Edge] = (),
@@ -481,6 +485,10 @@ class Maintenance(Scans, Protocol):
 
     def bytes_by_object(self) -> dict[str, int] | None:
         """Bytes per table and index, where the backend can tell."""
+        ...
+
+    def bytes_by_column(self) -> dict[str, int] | None:
+        """Bytes of each column of the memories' rows, summed, where the backend can tell."""
         ...
 
 

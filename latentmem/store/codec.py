@@ -3,7 +3,7 @@
 ======  ============================================  =============  ==================
 tier    blob                                          bytes (384-d)  LoCoMo dev, conv-26
 ======  ============================================  =============  ==================
-fp32    float32 (the default)                         1536           R@10 0.832, 1.000
+fp32    float32                                       1536           R@10 0.832, 1.000
 fp16    float16                                       768            R@10 0.832, 1.000
 int8    float32 scale, then one int8 per component    388            R@10 0.832, 0.996
 pq      FAISS PQ: one 4-bit code per dimension        192            R@10 0.822, 0.957
@@ -13,7 +13,9 @@ pq      FAISS PQ: one 4-bit code per dimension        192            R@10 0.822,
 conv-26``: recall@10, and the overlap of the engine's dense top 10 with exact fp32 search.
 The same command without --conversations gives all five dev conversations.)
 
-The tier is chosen when a store is created and kept in its ``meta`` table. The blob's
+The tier is chosen when a store is created (its profile's, store/profiles.py: int8 for
+``default``, pq for ``compact``, unless ``vector_tier`` says otherwise) and kept in its
+``meta`` table; a store from before tiers holds fp32 (``DEFAULT_TIER``). The blob's
 length tells its format (the four lengths differ for every dim above 4), so one store may
 hold blobs of several formats: a ``pq`` store writes fp16 until it holds ``PQ_TRAIN_MIN``
 vectors, then trains its codebook on them and re-encodes everything, and a memory demoted
@@ -41,7 +43,7 @@ import numpy as np
 from latentmem.errors import InvalidInputError, StoreError
 
 TIERS = ("fp32", "fp16", "int8", "pq")
-DEFAULT_TIER = "fp32"
+DEFAULT_TIER = "fp32"  # what a store that records no tier holds (older SQLite; PostgreSQL)
 PQ_SUB_DIMS = 1  # dimensions per sub-quantizer
 PQ_BITS = 4  # fast-scan needs 4-bit codes, and an even number of sub-quantizers
 # A pq store trains its codebook once it holds this many vectors (16 points per centroid),
@@ -68,14 +70,18 @@ def pq_decode(pq: faiss.ProductQuantizer, codes: np.ndarray) -> np.ndarray:
 class VectorCodec:
     """Encodes vectors into a tier's blobs and decodes blobs of any tier (by length)."""
 
-    def __init__(self, tier: str, dim: int, codebook: bytes | None = None) -> None:
+    def __init__(self, tier: str, dim: int, codebook: bytes | None = None,
+                 sub_dims: int = PQ_SUB_DIMS) -> None:
+        """``sub_dims``: dimensions per PQ sub-quantizer (a store's own, in its ``meta``;
+        the compact profile uses 2: half the bytes, store/profiles.py)."""
         self.tier = check_tier(tier)
         self.dim = dim
+        self.sub_dims = sub_dims
         self.pq: faiss.ProductQuantizer | None = None
-        pq_ok = dim % PQ_SUB_DIMS == 0 and (dim // PQ_SUB_DIMS) % 2 == 0
+        pq_ok = dim % sub_dims == 0 and (dim // sub_dims) % 2 == 0
         if tier == "pq" and not pq_ok:
             raise InvalidInputError(f"vector_tier 'pq' needs a dimension divisible by "
-                                    f"{2 * PQ_SUB_DIMS}, found {dim}")
+                                    f"{2 * sub_dims}, found {dim}")
         sizes = {"fp32": 4 * dim, "fp16": 2 * dim, "int8": dim + 4}
         if pq_ok:
             sizes["pq"] = self.pq_bytes
@@ -88,7 +94,7 @@ class VectorCodec:
 
     @property
     def pq_bytes(self) -> int:
-        return self.dim // PQ_SUB_DIMS * PQ_BITS // 8
+        return self.dim // self.sub_dims * PQ_BITS // 8
 
     @property
     def writes(self) -> str:
@@ -101,7 +107,7 @@ class VectorCodec:
     # -- codebook -------------------------------------------------------------
 
     def _new_pq(self) -> faiss.ProductQuantizer:
-        pq = faiss.ProductQuantizer(self.dim, self.dim // PQ_SUB_DIMS, PQ_BITS)
+        pq = faiss.ProductQuantizer(self.dim, self.dim // self.sub_dims, PQ_BITS)
         pq.cp.min_points_per_centroid = 1  # a few hundred points suffice for 16 centroids
         pq.verbose = False
         return pq
@@ -139,9 +145,15 @@ class VectorCodec:
         elif fmt == "fp16":
             raw = x.astype("<f2")
         elif fmt == "int8":
-            scale = np.abs(x).max(axis=1, keepdims=True) / 127.0
-            scale[scale == 0] = 1.0
-            codes = np.clip(np.rint(x / scale), -127, 127).astype(np.int8)
+            step = np.abs(x).max(axis=1, keepdims=True) / 127.0
+            step[step == 0] = 1.0
+            codes = np.clip(np.rint(x / step), -127, 127).astype(np.int8)
+            # The stored scale makes the decoded vector unit length (stored vectors are;
+            # what a decoded one has beyond it is quantisation error) and depends on the
+            # codes alone: a decoded vector encodes to the same bytes, so an export
+            # imports exactly (an import re-normalises what is not unit length).
+            norm = np.linalg.norm(codes.astype(np.float32), axis=1, keepdims=True)
+            scale = (1.0 / np.where(norm > 0, norm, 1.0)).astype(np.float32)
             return [s.astype("<f4").tobytes() + c.tobytes()
                     for s, c in zip(scale, codes, strict=True)]
         elif fmt == "pq":

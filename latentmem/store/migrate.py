@@ -45,6 +45,11 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"store schema version {version} is newer than this latentmem supports ({latest}); "
             "upgrade latentmem"
         )
+    if version < latest:
+        # Migrations from 008 on read texts through these (a store registers its own after).
+        from latentmem.store.textcodec import register
+
+        register(conn)
     for number, sql in steps:
         if number <= version:
             continue

@@ -53,6 +53,7 @@ from latentmem.store.integrity import PostgresIntegrity
 from latentmem.store.keys import KeyTable
 from latentmem.store.lexicon import K1, B, Lexicon, affordable, query_words
 from latentmem.store.postgres_lifecycle import PgLifecycle
+from latentmem.store.profiles import DEFAULT_PROFILE, check_profile
 from latentmem.types import Edge, Record, from_ts, to_ts
 
 try:
@@ -110,6 +111,9 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
         self.write_seconds = 0.0
         self.write_longest = 0.0
         self.entity_extractor: Callable[[str], list[str]] | None = None
+        # Texts stay as PostgreSQL keeps them (TOAST) and vectors are pgvector columns: the
+        # compact profile's levers are SQLite's (store/profiles.py).
+        self.profile = check_profile(DEFAULT_PROFILE)
         try:
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
                 self.schema_version = self._migrate(conn)

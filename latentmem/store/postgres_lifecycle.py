@@ -381,6 +381,9 @@ class PgLifecycle(PgScans):
             for table in _TABLES:
                 conn.execute(f"VACUUM {table}")
 
+    def bytes_by_column(self) -> dict[str, int] | None:
+        return None  # PostgreSQL compresses and moves columns out of line (TOAST) itself
+
     def bytes_by_object(self) -> dict[str, int] | None:
         return {str(t): int(n) for t, n in self._fetch(
             "SELECT t, pg_total_relation_size(t) FROM unnest(%s::text[]) AS t", (list(_TABLES),))}

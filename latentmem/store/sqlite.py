@@ -23,17 +23,22 @@ from typing import Any
 import numpy as np
 
 from latentmem.config import DURABILITY
+from latentmem.encode.segment import derive_title
 from latentmem.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
-from latentmem.inputs import index_text_for
+from latentmem.inputs import content_hash, index_text_for
 from latentmem.store.base import LightRow, Scope, StoredRow, column_values, scope_condition
-from latentmem.store.codec import DEFAULT_TIER, PQ_TRAIN_MAX, VectorCodec, check_tier
+from latentmem.store.codec import DEFAULT_TIER, PQ_SUB_DIMS, PQ_TRAIN_MAX, VectorCodec, check_tier
 from latentmem.store.embed_cache import EmbeddingCache
 from latentmem.store.integrity import SQLiteIntegrity
 from latentmem.store.keys import KeyTable
 from latentmem.store.lexicon import affordable, query_words
 from latentmem.store.migrate import migrate
+from latentmem.store.profiles import DEFAULT_PROFILE, LEAN_DROPPED, Profile, check_profile
 from latentmem.store.sqlite_errors import connect
-from latentmem.store.sqlite_lifecycle import LifecycleSQL
+from latentmem.store.sqlite_lifecycle import KEEP_ADD, LifecycleSQL
+from latentmem.store.textcodec import RETRAIN_GROWTH, RETRAIN_MAX, TRAIN_MIN, TextCodec
+from latentmem.store.textcodec import register as register_functions
+from latentmem.store.textcodec import train as train_dictionary
 from latentmem.types import Edge, Record, from_ts, to_ts
 
 _COLUMNS = (
@@ -48,7 +53,8 @@ _ROWID_HIGH = "rowid_high"
 # text (NULL otherwise, migration 006): index_text's derivation is SQL, as in the full-text
 # triggers, and must stay equal to inputs.index_text_for; summary's is _plain.
 _INDEX_TEXT = ("coalesce(index_text, CASE WHEN speaker IS NOT NULL AND speaker <> '' "
-               "THEN speaker || ': ' || coalesce(text, '') ELSE coalesce(text, '') END)")
+               "THEN speaker || ': ' || coalesce(latentmem_text(text), '') "
+               "ELSE coalesce(latentmem_text(text), '') END)")
 _READ = _COLUMNS.replace("index_text", _INDEX_TEXT, 1)
 _SELECT = "SELECT rowid, " + _READ.replace(", vector", "") + " FROM records"
 _SELECT_V = "SELECT rowid, " + _READ + " FROM records"
@@ -62,7 +68,8 @@ def _where(scope: Scope, alias: str = "") -> tuple[str, list[Any]]:
 
 _LIGHT = (
     "SELECT rowid, id, user_id, agent_id, session_id, speaker, event_time, importance, "
-    "access_count, vector, valid_to, length(text), instr(text, '?') > 0 FROM records"
+    "access_count, vector, valid_to, length(latentmem_text(text)), "
+    "instr(latentmem_text(text), '?') > 0 FROM records"
 )
 
 
@@ -73,6 +80,21 @@ def _plain(text: str | None) -> str:
     return " ".join(text.split()) if text else ""
 
 
+def _stored_title(title: str, text: str | None) -> str:
+    """What to store as a title: '' when it is the one derived from the text (008); so a
+    memory with text whose title was set to '' reads back with the derived one."""
+    return "" if text is not None and title == derive_title(text) else title
+
+
+def _title(stored: str, text: str | None) -> str:
+    return derive_title(text) if not stored and text else stored
+
+
+def _stored_hash(r: Record) -> str:
+    """What to store as a record's content hash: '' when it is the hash of its text (008)."""
+    return "" if r.text is not None and r.content_hash == content_hash(r.text) else r.content_hash
+
+
 def _unless_derived(value: str | None, derived: str) -> str | None:
     """What to store for a derivable field: NULL when it is what would be derived."""
     return None if value == derived else value
@@ -81,15 +103,24 @@ def _unless_derived(value: str | None, derived: str) -> str | None:
 # History events that record a text written to the memory; they store NULL when it is the
 # text the memory held next (see SQLiteStore.history).
 _TEXT_EVENTS = frozenset({"ADD", "IMPORT", "MERGE", "RESTORE", "UPDATE"})
+# Events that create a memory; an ADD is not written (008) unless the memory leaves
+# ``records`` (``_keep_add_events``): SQLiteStore.history gives it from the record.
+_CREATED = ("ADD", "IMPORT", "MERGE")
 
 
 class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
-    def __init__(self, path: str | Path, durability: str = "full") -> None:
+    def __init__(self, path: str | Path, durability: str = "full",
+                 profile: str | None = None) -> None:
         """``durability``: "full" (fsync at every commit: an acknowledged write survives power
-        loss) or "normal" (WAL without that fsync: it survives the process dying only)."""
+        loss) or "normal" (WAL without that fsync: it survives the process dying only).
+        ``profile``: what a new store spends per memory (store/profiles.py); None: the
+        store's own, "default" for a new one."""
         if durability not in DURABILITY:
             raise InvalidInputError(
                 f"durability must be one of {list(DURABILITY)}, found {durability!r}")
+        wanted = None if profile is None else check_profile(profile)
+        self.texts = TextCodec(self._dictionary)
+        self._train_tried = 0  # the store's size when a text dictionary was last trained
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
@@ -99,6 +130,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         self._speakers: dict[tuple[Any, ...], tuple[int, list[str]]] = {}
         self._row_count: tuple[int, int] | None = None
         self._rowid = 0  # the next record's rowid, while ``insert`` runs (``_next_rowid``)
+        self._encoded: dict[str, bytes] = {}  # the batch's vector blobs, while ``insert`` runs
         # Time write transactions held the lock, in all (a sleep cycle sizes its batches on
         # it: latentmem/lifecycle/pacing.py), and the longest one (bench perf reports it).
         self.write_seconds = 0.0
@@ -108,6 +140,10 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         try:
             self.conn = connect(self.path, check_same_thread=False, isolation_level=None,
                                 timeout=30.0)
+            new = not self.conn.execute("SELECT 1 FROM sqlite_schema LIMIT 1").fetchall()
+            if new:  # only a database without a page yet takes a page size
+                page = (wanted or check_profile(DEFAULT_PROFILE)).page_size
+                self.conn.execute(f"PRAGMA page_size={page}")
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute(f"PRAGMA synchronous={self._durable}")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -115,9 +151,12 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             self.conn.execute("PRAGMA cache_size=-65536")  # 64 MB of page cache
             # Freed pages are zeroed: a deleted memory's text must not linger in the file.
             self.conn.execute("PRAGMA secure_delete=ON")
-            # Used by a trigger (migration 006) that keeps the summary when the text goes.
-            self.conn.create_function("latentmem_plain", 1, _plain, deterministic=True)
             self.schema_version = migrate(self.conn)
+            # Texts may be compressed and some fields are derived (006, 008): SQL reads them
+            # through these functions (store/textcodec.py).
+            register_functions(self.conn, self.texts)
+            self.profile = self._bind_profile(wanted)
+            self._load_dictionary()
             self._codec: VectorCodec | None = None
             # Per-connection helpers in the temp schema (nothing written to the file):
             # the document frequency of each indexed term, and a scratch FTS table with the
@@ -134,6 +173,99 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+    # -- the profile and compressed texts (store/profiles.py, store/textcodec.py) ------
+
+    def _plain_of(self, text: object) -> str:
+        return _plain(self.texts.decode(text))
+
+    def _bind_profile(self, wanted: Profile | None) -> Profile:
+        """Record the profile of a new store (and lay out what it changes); refuse another
+        one afterwards. A store from before profiles is a ``default`` one."""
+        stored = self.get_meta("profile")
+        if stored is None:
+            fresh = self.get_meta("embedder") is None and self._rows() == 0
+            profile = wanted if wanted is not None and fresh else check_profile(DEFAULT_PROFILE)
+            with self.transaction() as conn:
+                if fresh and profile.fts_detail != "full":
+                    conn.execute("DROP TABLE records_fts")
+                    conn.execute(
+                        "CREATE VIRTUAL TABLE records_fts USING fts5(index_text, "
+                        "content = 'records_indexed', content_rowid = 'rowid', "
+                        f"tokenize = 'porter unicode61', detail = {profile.fts_detail})")
+                if fresh and profile.lean_indexes:
+                    for name in LEAN_DROPPED:
+                        conn.execute(f"DROP INDEX IF EXISTS {name}")
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('profile', ?)",
+                             (profile.name,))
+                if fresh and profile.pq_sub_dims != PQ_SUB_DIMS:
+                    conn.execute("INSERT OR REPLACE INTO meta(key, value) "
+                                 "VALUES ('pq_sub_dims', ?)", (str(profile.pq_sub_dims),))
+            stored = profile.name
+        if wanted is not None and wanted.name != stored:
+            raise ConflictError(
+                f"store {self.path} was made with profile {stored!r}; it cannot be opened with "
+                f"profile={wanted.name!r} (leave profile unset, or export the store and import "
+                f"it into a new one)")
+        return check_profile(stored)
+
+    def _dictionary(self, generation: int) -> bytes | None:
+        with self.lock:
+            row = self.conn.execute("SELECT data FROM text_dicts WHERE generation = ?",
+                                    (generation,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _load_dictionary(self) -> tuple[int, int]:
+        """Write new texts with the newest dictionary; returns (its generation, the number of
+        texts it was trained on), (0, 0) when there is none. Every write of a text calls it
+        inside its transaction: another process may have trained a newer dictionary and
+        deleted the one this process last used."""
+        with self.lock:
+            row = self.conn.execute("SELECT generation, data, trained_on FROM text_dicts "
+                                    "ORDER BY generation DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, 0
+        if row[0] != self.texts.generation:
+            self.texts.use(int(row[0]), bytes(row[1]))
+        return int(row[0]), int(row[2])
+
+    def _maybe_train_texts(self) -> None:
+        """Train the store's first text dictionary once it holds ``TRAIN_MIN`` texts, and a
+        new one each time it has grown ``RETRAIN_GROWTH`` times since (up to ``RETRAIN_MAX``
+        texts), re-encoding every text with it. Never inside a caller's transaction."""
+        if self.conn.in_transaction:
+            return
+        generation, trained_on = self._load_dictionary()
+        count = self._rows()
+        due = count >= TRAIN_MIN if generation == 0 else (
+            trained_on < RETRAIN_MAX and count >= RETRAIN_GROWTH * trained_on)
+        if not due or count < 2 * self._train_tried:
+            return
+        self._train_tried = count
+        try:
+            with self.transaction() as conn:
+                if self._load_dictionary()[0] != generation:  # another process was first
+                    return
+                rows = conn.execute("SELECT rowid, text FROM records WHERE text IS NOT NULL"
+                                    ).fetchall()
+                texts = [self.texts.decode(r[1]) or "" for r in rows]
+                data = train_dictionary(texts)
+                if data is None:
+                    return
+                fresh = generation % 255 + 1
+                conn.execute("INSERT OR REPLACE INTO text_dicts(generation, data, trained_on) "
+                             "VALUES (?, ?, ?)", (fresh, data, len(texts)))
+                self.texts.use(fresh, data)
+                conn.executemany("UPDATE records SET text = ? WHERE rowid = ?",
+                                 [(self.texts.encode(t), r[0])
+                                  for t, r in zip(texts, rows, strict=True)])
+                conn.execute("DELETE FROM text_dicts WHERE generation <> ?", (fresh,))
+        except BaseException:
+            self.texts.clear()  # back to what the store holds
+            self._load_dictionary()
+            raise
+        if generation:
+            self.texts.forget(generation)
 
     # -- transactions -------------------------------------------------------
 
@@ -221,11 +353,14 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             )
 
     def bind_vector_tier(self, tier: str | None, dim: int) -> VectorCodec:
-        """Record the vector tier on first use (fp32 unless ``tier`` says otherwise); refuse
-        another one afterwards. A store from before tiers holds fp32 vectors."""
+        """Record the vector tier on first use (the profile's unless ``tier`` says otherwise);
+        refuse another one afterwards. A store from before tiers holds fp32 vectors."""
         stored = self.get_meta("vector_tier")
         if stored is None:
-            stored = check_tier(tier) if tier is not None and self.count() == 0 else DEFAULT_TIER
+            if self.count() == 0:
+                stored = check_tier(tier) if tier is not None else self.profile.vector_tier
+            else:
+                stored = DEFAULT_TIER
             if tier is None or tier == stored:
                 self.set_meta("vector_tier", stored)
         if tier is not None and check_tier(tier) != stored:
@@ -234,8 +369,13 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                 f"vector_tier={tier!r} (leave vector_tier unset, or convert the store with "
                 f"Memory.convert_vectors({tier!r}))"
             )
-        self._codec = VectorCodec(stored, dim, self._codebook())
+        self._codec = VectorCodec(stored, dim, self._codebook(), self._sub_dims())
         return self._codec
+
+    def _sub_dims(self) -> int:
+        """Dimensions per PQ sub-quantizer: the store's own, fixed with its profile."""
+        got = self.get_meta("pq_sub_dims")
+        return int(got) if got is not None else PQ_SUB_DIMS
 
     def _codebook(self) -> bytes | None:
         with self.lock:
@@ -251,7 +391,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             if dim is None:
                 raise StoreError(f"store {self.path} has no embedder yet; bind one first")
             codec = self._codec = VectorCodec(self.get_meta("vector_tier") or DEFAULT_TIER,
-                                              int(dim), self._codebook())
+                                              int(dim), self._codebook(), self._sub_dims())
         elif codec.tier == "pq" and codec.pq is None:
             book = self._codebook()  # another process may have trained it
             if book is not None:
@@ -270,7 +410,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                 book = self._codebook()
             else:
                 rows = conn.execute("SELECT rowid, vector FROM records").fetchall()
-                fresh = VectorCodec(codec.tier, codec.dim)
+                fresh = VectorCodec(codec.tier, codec.dim, sub_dims=codec.sub_dims)
                 vectors = codec.decode_many([r[1] for r in rows])
                 book = fresh.train(vectors)
                 conn.execute("INSERT INTO vector_codebook(name, data) VALUES ('pq', ?)", (book,))
@@ -296,7 +436,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         number of vectors re-encoded."""
         check_tier(tier)
         codec = self.codec
-        fresh = VectorCodec(tier, codec.dim, self._codebook())
+        fresh = VectorCodec(tier, codec.dim, self._codebook(), codec.sub_dims)
         with self.transaction() as conn:
             rows = conn.execute("SELECT rowid, vector FROM records").fetchall()
             vectors = codec.decode_many([r[1] for r in rows])
@@ -326,6 +466,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         now = time.time()
         rowids: list[int] = []
         with self.transaction() as conn:
+            self._load_dictionary()  # another process may have trained a newer one
             if supersede and rows:
                 newest = rows[-1][0]
                 until = to_ts(newest.event_time) or now
@@ -338,21 +479,55 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                         "VALUES (?, 'SUPERSEDED', ?, ?)",
                         (old_id, now, json.dumps({"by": newest.id})))
             self._rowid = self._next_rowid(conn)
+            # One encoding call for the batch: FAISS encodes a lone vector into 2-d PQ codes
+            # in ~2 ms, twenty at once in 0.1 ms.
+            given = [(r.id, r.vector) for r, _ in rows if r.vector is not None]
+            self._encoded = dict(zip((i for i, _ in given), self.codec.encode(
+                np.stack([v for _, v in given])), strict=True)) if given else {}
             for record, index_text in rows:
                 rowids.append(self._insert_record(conn, record, index_text))
+                if history_event == "ADD":
+                    continue  # history gives it from the record (008)
                 conn.execute(
                     "INSERT INTO history(record_id, event, old_text, new_text, at) "
                     "VALUES (?, ?, NULL, ?, ?)",
                     (record.id, history_event,
                      None if history_event in _TEXT_EVENTS else record.text, now),
                 )
-            self._insert_edges(conn, edges)
+            self._insert_edges(conn, self._link_next(conn, rows, rowids, edges, now))
             if rows:
                 conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                              (_ROWID_HIGH, str(rowids[-1])))
                 self.bump_epoch()
         self._maybe_train()
+        self._maybe_train_texts()
         return rowids
+
+    def _link_next(self, conn: sqlite3.Connection, rows: Sequence[tuple[Record, str]],
+                   rowids: Sequence[int], edges: Sequence[Edge], now: float) -> list[Edge]:
+        """Keep the ``next`` edges into the new records that have the write path's form
+        (weight 1, made with the record) as the record's ``prev`` (008); returns the edges
+        left to store as rows."""
+        made = {r.id: (rowid, to_ts(r.created_at)) for (r, _), rowid in
+                zip(rows, rowids, strict=True)}
+        linked: set[str] = set()
+        rest: list[Edge] = []
+        for e in edges:
+            dst = made.get(e.dst)
+            if (e.type != "next" or dst is None or e.dst in linked or e.weight != 1.0
+                    or (to_ts(e.created_at) or now) != dst[1]):
+                rest.append(e)
+                continue
+            src = made.get(e.src)
+            if src is None:
+                got = conn.execute("SELECT rowid FROM records WHERE id = ?", (e.src,)).fetchone()
+                src = None if got is None else (int(got[0]), None)
+            if src is None:  # not a live memory (an import's edge to an archived one)
+                rest.append(e)
+                continue
+            conn.execute("UPDATE records SET prev = ? WHERE rowid = ?", (src[0], dst[0]))
+            linked.add(e.dst)
+        return rest
 
     def _next_rowid(self, conn: sqlite3.Connection) -> int:
         """The rowid of the next memory: past every rowid this store ever gave, as
@@ -378,14 +553,17 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             cur = conn.execute(
                 f"INSERT INTO records(rowid, {_COLUMNS}) VALUES ({','.join('?' * 27)})",
                 (
-                    rowid, r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id, r.text,
+                    rowid, r.id, r.user_id, r.agent_id, r.session_id, r.level, r.parent_id,
+                    self.texts.encode(r.text),
                     _unless_derived(index_text, index_text_for(r.text or "", r.speaker)),
-                    r.title, r.type, _unless_derived(r.summary, _plain(r.text)),
+                    _stored_title(r.title, r.text), r.type,
+                    _unless_derived(r.summary, _plain(r.text)),
                     json.dumps(r.metadata),
                     r.role, r.speaker, to_ts(r.event_time), to_ts(r.created_at),
                     to_ts(r.updated_at), to_ts(r.valid_to), r.superseded_by, r.importance,
                     r.access_count, to_ts(r.last_accessed_at), r.strength,
-                    json.dumps(r.sources), r.content_hash, self.codec.encode_one(r.vector),
+                    json.dumps(r.sources), _stored_hash(r),
+                    self._encoded.pop(r.id, None) or self.codec.encode_one(r.vector),
                 ),
             )
         except sqlite3.IntegrityError as exc:
@@ -400,7 +578,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
 
     def _mention(self, conn: sqlite3.Connection, r: Record, rowid: int) -> None:
         """Record the entities ``r`` names; link it to the previous mention of each."""
-        if self.entity_extractor is None or not r.text:
+        if self.entity_extractor is None or not r.text or not self.profile.entities:
             return
         for entity in self.entity_extractor(r.text):
             prev = conn.execute(
@@ -448,6 +626,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         """Apply column changes; re-index text and vector when given. Returns the new row."""
         sets = column_values(changes)
         with self.transaction() as conn:
+            self._load_dictionary()
             old = self.get_row(record_id)
             text = changes.get("text", old.record.text)
             if "summary" in sets:
@@ -457,6 +636,15 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                     index_text, index_text_for(text or "", old.record.speaker))
             if vector is not None:
                 sets["vector"] = self.codec.encode_one(vector)
+            if "content_hash" in sets and text is not None \
+                    and sets["content_hash"] == content_hash(text):
+                sets["content_hash"] = ""
+            if "title" in sets:
+                sets["title"] = _stored_title(sets["title"], text)
+            elif "text" in sets and old.record.title != derive_title(text or ""):
+                sets["title"] = old.record.title  # was derived from the old text: keep it
+            if "text" in sets:
+                sets["text"] = self.texts.encode(sets["text"])
             assignments = ", ".join(f"{k} = ?" for k in sets)
             # The full-text row follows by trigger (006).
             conn.execute(
@@ -488,6 +676,8 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             now = time.time()
             for row in rows:
                 rid = row.record.id
+                conn.execute(KEEP_ADD, (json.dumps([row.rowid]),))
+                conn.execute("UPDATE records SET prev = NULL WHERE prev = ?", (row.rowid,))
                 conn.execute("DELETE FROM records WHERE rowid = ?", (row.rowid,))
                 self._unindex_texts([row.rowid])
                 conn.execute("DELETE FROM edges WHERE src = ? OR dst = ?", (rid, rid))
@@ -506,8 +696,8 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
               user_id: str | None = None) -> None:
         """Count an access of each memory; with ``user_id``, also log the search's results
         together (``accesses``: what preloading learns co-access from), and count only
-        that user's: the write comes after the search, by when a rowid may have been
-        freed and given to another user's new memory."""
+        that user's memories: the write comes after the search, and a store written before
+        rowids stopped being reused (``_next_rowid``) may give a rowid to another user."""
         if not rowids:
             return
         when = time.time() if when is None else when
@@ -548,6 +738,8 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE records SET text = NULL, index_text = '', title = '', summary = j.value, "
+                "content_hash = CASE WHEN content_hash = '' AND text IS NOT NULL "
+                "THEN latentmem_hash(text) ELSE content_hash END, "
                 "updated_at = ? FROM json_each(?) j WHERE records.rowid = CAST(j.key AS INTEGER)",
                 (at, json.dumps({str(rowid): text for rowid, text in summaries.items()})))
             self._unindex_texts(list(summaries))
@@ -556,11 +748,14 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         """Give a lossy memory its text (``record.text``, title, summary) back, indexed."""
         text = record.text or ""
         with self.transaction() as conn:
+            self._load_dictionary()
             conn.execute(
                 "UPDATE records SET text = ?, index_text = ?, title = ?, summary = ?, "
                 "updated_at = ? WHERE rowid = ?",
-                (record.text, _unless_derived(index_text, index_text_for(text, record.speaker)),
-                 record.title, _unless_derived(record.summary, _plain(text)), time.time(), rowid))
+                (self.texts.encode(record.text),
+                 _unless_derived(index_text, index_text_for(text, record.speaker)),
+                 _stored_title(record.title, record.text),
+                 _unless_derived(record.summary, _plain(text)), time.time(), rowid))
             self._unindex_texts([rowid])
             # The index must hold exactly what it reads back from records (external content).
             conn.execute("INSERT INTO records_fts(rowid, index_text) SELECT rowid, index_text "
@@ -613,6 +808,7 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
     # -- reads ----------------------------------------------------------------
 
     def _row(self, row: Sequence[Any], with_vector: bool) -> StoredRow:
+        text = self.texts.decode(row[7])
         record = Record(
             id=row[1],
             user_id=row[2],
@@ -620,10 +816,10 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             session_id=row[4],
             level=row[5],
             parent_id=row[6],
-            text=row[7],
-            title=row[9],
+            text=text,
+            title=_title(row[9], text),
             type=row[10],
-            summary=_plain(row[7]) if row[11] is None else row[11],
+            summary=self._plain_of(row[7]) if row[11] is None else row[11],
             metadata=json.loads(row[12]),
             role=row[13],
             speaker=row[14],
@@ -639,6 +835,8 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             sources=json.loads(row[24]),
             content_hash=row[25],
         )
+        if not record.content_hash and record.text is not None:
+            record.content_hash = content_hash(record.text)  # stored as '' (008)
         if with_vector:
             record.vector = self.codec.decode(row[26])
         return StoredRow(record=record, rowid=int(row[0]), index_text=row[8])
@@ -692,8 +890,12 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                 marks = ",".join("?" * len(chunk))
                 rows = self.conn.execute(
                     f"SELECT src, dst FROM edges WHERE type = 'next' AND src IN ({marks}) "
-                    f"UNION SELECT src, dst FROM edges WHERE type = 'next' AND dst IN ({marks})",
-                    chunk + chunk,
+                    f"UNION SELECT src, dst FROM edges WHERE type = 'next' AND dst IN ({marks}) "
+                    f"UNION SELECT p.id, r.id FROM records p JOIN records r ON r.prev = p.rowid "
+                    f"WHERE p.id IN ({marks}) "
+                    f"UNION SELECT p.id, r.id FROM records r JOIN records p ON p.rowid = r.prev "
+                    f"WHERE r.id IN ({marks})",
+                    chunk * 4,
                 ).fetchall()
                 frontier = set()
                 for src, dst in rows:
@@ -908,13 +1110,14 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
     def edges_of(self, record_id: str) -> list[Edge]:
         with self.lock:
             rows = self.conn.execute(
-                "SELECT src, dst, type, weight, created_at FROM edges WHERE src = ? OR dst = ?",
+                "SELECT src, dst, type, weight, created_at FROM edge_list "
+                "WHERE src = ? OR dst = ?",
                 (record_id, record_id),
             ).fetchall()
         return [Edge(r[0], r[1], r[2], r[3], from_ts(r[4])) for r in rows]
 
     def all_edges(self, user_id: str | None = None) -> list[Edge]:
-        sql = "SELECT e.src, e.dst, e.type, e.weight, e.created_at FROM edges e"
+        sql = "SELECT e.src, e.dst, e.type, e.weight, e.created_at FROM edge_list e"
         params: list[Any] = []
         if user_id is not None:
             sql += " JOIN records r ON r.id = e.src WHERE r.user_id = ?"
@@ -930,11 +1133,16 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
                 "WHERE record_id = ? ORDER BY seq",
                 (record_id,),
             ).fetchall()
-            current = self.conn.execute("SELECT text FROM records WHERE id = ?",
+            current = self.conn.execute("SELECT text, created_at FROM records WHERE id = ?",
                                         (record_id,)).fetchone()
+        # An ADD is written only when the memory leaves records (008); before, it is the
+        # record's creation. Written late, it still comes first.
+        if current is not None and not any(r[1] in _CREATED for r in rows):
+            rows.insert(0, (0, "ADD", None, None, current[1], "{}"))
+        rows.sort(key=lambda r: (r[1] != "ADD", r[0]))
         # Events that wrote the text the memory held next store NULL (006): walking back
         # from the current text, each text-changing UPDATE tells the text before it.
-        after = current[0] if current else None
+        after = self.texts.decode(current[0]) if current else None
         texts: list[tuple[str | None, str | None]] = []
         for r in reversed(rows):
             old, new = r[2], r[3]

@@ -27,9 +27,16 @@ from latentmem.store.base import Entry, Event, events_query
 from latentmem.store.codec import VectorCodec
 from latentmem.store.formats.records import record_from_dict
 from latentmem.store.sqlite_errors import connect
+from latentmem.store.textcodec import register
 from latentmem.types import Edge, Record, from_ts, iso
 
 _IN = "IN (SELECT value FROM json_each(?))"
+# The ADD event of memories about to leave records (SQLiteStore.history gives it from the
+# record until then; migration 008).
+KEEP_ADD = (
+    "INSERT INTO history(record_id, event, at) SELECT r.id, 'ADD', r.created_at FROM records r "
+    "WHERE r.rowid IN (SELECT value FROM json_each(?)) AND NOT EXISTS (SELECT 1 FROM history h "
+    "WHERE h.record_id = r.id AND h.event IN ('ADD', 'IMPORT', 'MERGE'))")
 
 # -- the archive's copy of a memory ---------------------------------------------------
 # Made by SQLite in one statement per batch: the record's fields as Record.to_dict names
@@ -40,6 +47,11 @@ _REALS = ("event_time", "created_at", "updated_at", "valid_to", "importance",
           "last_accessed_at", "strength")
 _TIMES = ("event_time", "created_at", "updated_at", "valid_to", "last_accessed_at")
 _FIELD_SQL = {"summary": "coalesce(r.summary, latentmem_plain(r.text))",
+              "text": "latentmem_text(r.text)",
+              "title": "CASE WHEN r.title = '' AND r.text IS NOT NULL "
+                       "THEN latentmem_title(r.text) ELSE r.title END",
+              "content_hash": "CASE WHEN r.content_hash = '' AND r.text IS NOT NULL "
+                              "THEN latentmem_hash(r.text) ELSE r.content_hash END",
               "metadata": "json(r.metadata)", "sources": "json(r.sources)",
               **{f: f"CASE WHEN r.{f} IS NULL THEN NULL ELSE json(printf('%!.17g', r.{f})) END"
                  for f in _REALS}}
@@ -47,7 +59,7 @@ _RECORD_JSON = "json_object(" + ", ".join(
     f"'{f.name}', {_FIELD_SQL.get(f.name, 'r.' + f.name)}" for f in fields(Record)
     if f.name != "vector") + ")"
 _EDGES_JSON = ("(SELECT json_group_array(json_array(e.src, e.dst, e.type, "
-               "json(printf('%!.17g', e.weight)))) FROM edges e WHERE e.src = r.id OR e.dst = r.id)")
+               "json(printf('%!.17g', e.weight)))) FROM edge_list e WHERE e.src = r.id OR e.dst = r.id)")
 _ARCHIVE = (
     "INSERT OR REPLACE INTO archive(id, user_id, row, index_text, vector, archived_at) "
     f"SELECT r.id, r.user_id, json_object('times', 'unix', 'record', {_RECORD_JSON}, "
@@ -118,7 +130,7 @@ class ScanSQL:
         return dict(self._fetch(f"SELECT rowid, {column} FROM records WHERE rowid IN ({marks})"))
 
     def texts_of(self, rowids: Sequence[int]) -> dict[int, str | None]:
-        return self._scan_column("text", rowids)
+        return self._scan_column("latentmem_text(text)", rowids)
 
     def ids_of(self, rowids: Sequence[int]) -> dict[int, str]:
         return self._scan_column("id", rowids)
@@ -160,6 +172,7 @@ class SQLiteSnapshot(ScanSQL):
         self.conn = connect(f"file:{path}?mode=ro", uri=True, timeout=30.0,
                             check_same_thread=False)
         self.conn.execute("PRAGMA query_only=ON")
+        register(self.conn)  # texts and derived fields read through these (textcodec.py)
 
     @property
     def codec(self) -> VectorCodec:
@@ -352,6 +365,8 @@ class LifecycleSQL(ScanSQL):
             for end in ("src", "dst"):
                 conn.execute(f"DELETE FROM edges WHERE {end} {_IN} AND type != 'merged_from'",
                              (done,))
+            conn.execute(KEEP_ADD, (rowids,))
+            conn.execute(f"UPDATE records SET prev = NULL WHERE prev {_IN}", (rowids,))
             conn.execute(f"DELETE FROM records WHERE rowid {_IN}", (rowids,))
         return [(int(r[0]), str(r[1]), str(r[2])) for r in found]
 
@@ -475,6 +490,7 @@ class LifecycleSQL(ScanSQL):
     def vacuum(self) -> None:
         """Rewrite the file without free pages (on a connection of its own)."""
         other = connect(self.path, timeout=30.0)
+        register(other)
         try:
             other.execute("PRAGMA secure_delete=ON")
             other.execute("VACUUM")
@@ -488,3 +504,23 @@ class LifecycleSQL(ScanSQL):
         except sqlite3.Error:
             return None
         return {str(n): int(s) for n, s in rows}
+
+    def bytes_by_column(self) -> dict[str, int] | None:
+        """Bytes of each column of the memories' rows as SQLite's record format keeps them
+        (a blob's or a UTF-8 text's length; an integer, or a real with an integral value,
+        in 0-8 bytes by size; other reals 8), summed over the records; without the record
+        headers and page overhead."""
+        def ints(x: str) -> str:
+            return (f"CASE WHEN {x} IN (0, 1) THEN 0 WHEN {x} BETWEEN -128 AND 127 THEN 1 "
+                    f"WHEN {x} BETWEEN -32768 AND 32767 THEN 2 WHEN {x} BETWEEN -8388608 AND "
+                    f"8388607 THEN 3 WHEN {x} BETWEEN -2147483648 AND 2147483647 THEN 4 "
+                    f"WHEN {x} BETWEEN -140737488355328 AND 140737488355327 THEN 6 ELSE 8 END")
+
+        cols = [str(r[1]) for r in self._fetch("PRAGMA table_info(records)")]
+        sums = ", ".join(
+            f"sum(CASE typeof({c}) WHEN 'integer' THEN {ints(c)} WHEN 'real' THEN "
+            f"(CASE WHEN {c} = CAST({c} AS INTEGER) AND abs({c}) < 1e15 THEN "
+            f"{ints(f'CAST({c} AS INTEGER)')} ELSE 8 END) "
+            f"WHEN 'null' THEN 0 ELSE length(CAST({c} AS BLOB)) END)" for c in cols)
+        (row,) = self._fetch(f"SELECT {sums} FROM records")
+        return {c: int(v or 0) for c, v in zip(cols, row, strict=True)}

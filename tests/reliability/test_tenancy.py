@@ -309,10 +309,12 @@ def sleep_and_check(m: Memory, owners: Owners) -> None:
 def budget_for_one(m: Memory, owners: Owners) -> None:
     """A byte budget that one user is over and the others are not: the forgetting it causes
     falls on that user alone."""
-    everything = live(m, owners)
-    vec = 4 * m.dim
-    used = {u: sum(len((r.text or "").encode()) + vec for r in everything.values()
-                   if r.user_id == u) for u in USERS}
+    # Bytes as the store keeps them (compressed texts, vectors in its tier), as forget
+    # counts them: the store's own figure per memory.
+    used = dict.fromkeys(USERS, 0)
+    for rows in m.core.store.strength_rows(1000):
+        for row in rows:
+            used[row[9]] = used.get(row[9], 0) + int(row[6])
     heavy = max(USERS, key=lambda u: used[u])
     rest = max(used[u] for u in USERS if u != heavy)
     if used[heavy] - rest < 2:

@@ -102,6 +102,8 @@ def test_an_old_store_migrates_with_nothing_lost(name: str, tmp_path: Path) -> N
 def _migrates_with_nothing_lost(home: Path | str, expected: dict, latest: int) -> None:
     with Memory(home, embedder="hash") as m:
         assert m.store.schema_version == latest
+        # A store from before profiles is a default one and keeps the tier it was made with.
+        assert (m.stats()["profile"], m.stats()["vector_tier"]) == ("default", "fp32")
         for want in expected["records"]:
             got = m.get(want["id"], include_vector=True)
             assert (got.user_id, got.session_id, got.text) == \

@@ -4,7 +4,7 @@
 # Run from the repository root with the project's virtualenv: sh tests/data/upgrades/make_fixtures.sh
 set -e
 here=tests/data/upgrades
-for pair in v1:132cb10^ v2:2bac446^ v3:081bf88^ v4:af160b0^ v6:46b3105^; do
+for pair in v1:132cb10^ v2:2bac446^ v3:081bf88^ v4:af160b0^ v6:46b3105^ v7:0e53f3f; do
     name=${pair%%:*}
     commit=${pair#*:}
     tree=$(mktemp -d)
