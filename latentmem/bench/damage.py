@@ -1,10 +1,11 @@
 """The ``damage`` scenarios of ``latentmem bench reliability``: a store's files damaged at
 random, then read.
 
-- ``index_file``: (on an fp32 store, the tier that keeps its index in a file; other
-  tiers rebuild it from the store at every open) the saved FAISS index is deleted, truncated at a random length, or has
-  1-16 random bits flipped. On the next open every memory must be there, the index must
-  agree with the store (``latentmem check``), and a search must score like an exact scan.
+- ``index_file``: the saved FAISS index (of an fp32 store: the tier that keeps one in a
+  file; the others rebuild it from the store at every open) is deleted, truncated at a
+  random length, or has 1-16 random bits flipped. On the next open every memory must be
+  there, the index must agree with the store (``latentmem check``), and a search must
+  score like an exact scan.
 - ``sqlite_page``: one random page of the SQLite file (not the header page) is overwritten
   with random bytes. Then every memory is read back by id, the memories are listed and
   searched, and ``latentmem check`` runs. A read may fail, but only with a
@@ -28,7 +29,7 @@ def _texts(n: int) -> list[str]:
     return [f"note {i} about topic{i % 41} with words {i * 7} and more" for i in range(n)]
 
 
-def _build(home: Path, n: int, **config: str) -> dict[str, str]:
+def _build(home: Path, n: int, **config: Any) -> dict[str, str]:
     from latentmem import Memory
 
     texts = _texts(n)

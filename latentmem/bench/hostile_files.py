@@ -50,8 +50,7 @@ from latentmem.bench import hostile_specials as specials
 from latentmem.bench.hostile_variants import Bundle, Variant, random_variant
 from latentmem.errors import LatentMemError
 from latentmem.memory import Memory
-from latentmem.store import DB_FILE
-from latentmem.store import textcodec
+from latentmem.store import DB_FILE, textcodec
 from latentmem.store.formats import export_memory, import_conversation, import_into
 from latentmem.types import EDGE_TYPES, LEVELS, Record
 
