@@ -50,7 +50,8 @@ class CachedEmbedder:
                 out[i] = found[key]
         if missing:
             unique = list(dict.fromkeys(texts[i] for i in missing))
-            vectors = self.inner.embed_batch(unique)
+            # As the cache will give them back next time (a store's int8 or fp16 tier).
+            vectors = self.cache.kept(self.inner.embed_batch(unique))
             by_text = dict(zip(unique, vectors, strict=True))
             for i in missing:
                 out[i] = by_text[texts[i]]

@@ -8,8 +8,12 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from latentmem.store.codec import VectorCodec
 
 # A rowid table: a WITHOUT ROWID row keeps at most ~1 KB in its page (4 KB pages), so each
 # 1.5 KB float32 vector spilled into an overflow page of its own, 4.6 KB an entry (008).
@@ -17,11 +21,19 @@ _SCHEMA = "CREATE TABLE IF NOT EXISTS embed_cache (key BLOB NOT NULL UNIQUE, vec
 
 
 class EmbeddingCache:
+    """``codec``: the store's vector codec, when the cache lives in a store whose vectors
+    are int8 or fp16: the cache then keeps each vector as the store does (388 bytes at
+    384-d in int8, not 1,536: as float32 the cache took twice what the rest of a default
+    memory did, BENCHMARKS.md "Storage profiles", at scale), and gives back what it keeps,
+    so a text gives the same vector whether it was cached or not (``CachedEmbedder``).
+    A shared cache file keeps float32."""
+
     def __init__(self, conn: sqlite3.Connection, lock: threading.RLock | None = None,
-                 own: bool = False) -> None:
+                 own: bool = False, codec: VectorCodec | None = None) -> None:
         self.conn = conn
         self.own = own  # the connection is the cache's own (a file of its own), not a store's
         self.lock = lock or threading.RLock()
+        self.codec = codec
         with self.lock:
             self.conn.execute(_SCHEMA)
 
@@ -43,8 +55,11 @@ class EmbeddingCache:
                     f"SELECT key, vector FROM embed_cache WHERE key IN ({marks})", chunk
                 ).fetchall()
                 for key, blob in rows:
+                    if self.codec is not None and len(blob) == self._size:
+                        found[bytes(key)] = self.codec.decode(bytes(blob))
+                        continue
                     vec = np.frombuffer(blob, dtype=np.float32)
-                    if vec.shape[0] == dim:
+                    if vec.shape[0] == dim:  # float32 (written before the store's tier was)
                         found[bytes(key)] = vec
         return found
 
@@ -58,7 +73,7 @@ class EmbeddingCache:
             try:
                 self.conn.executemany(
                     "INSERT OR REPLACE INTO embed_cache(key, vector) VALUES (?, ?)",
-                    [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items],
+                    [(k, self.encode(v)) for k, v in items],
                 )
             except BaseException:
                 if not in_tx:
@@ -66,6 +81,20 @@ class EmbeddingCache:
                 raise
             if not in_tx:
                 self.conn.execute("COMMIT")
+
+    @property
+    def _size(self) -> int:
+        assert self.codec is not None
+        return self.codec.dim + 4 if self.codec.tier == "int8" else 2 * self.codec.dim
+
+    def encode(self, vector: np.ndarray) -> bytes:
+        if self.codec is None:
+            return np.asarray(vector, dtype=np.float32).tobytes()
+        return self.codec.encode_one(vector)
+
+    def kept(self, vectors: np.ndarray) -> np.ndarray:
+        """What the cache gives back for ``vectors`` (itself for float32)."""
+        return vectors if self.codec is None else self.codec.quantise(vectors)
 
     def delete(self, keys: Sequence[bytes]) -> None:
         with self.lock:

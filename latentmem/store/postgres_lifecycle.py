@@ -151,6 +151,10 @@ class PgEmbeddingCache:
                             "ON CONFLICT (key) DO NOTHING",
                             [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items])
 
+    def kept(self, vectors: np.ndarray) -> np.ndarray:
+        """Float32 in, float32 back (see EmbeddingCache.kept)."""
+        return vectors
+
     def delete(self, keys: Sequence[bytes]) -> None:
         with self.store.transaction() as conn:
             conn.execute("DELETE FROM lm_embed_cache WHERE key = ANY(%s)", (list(keys),))

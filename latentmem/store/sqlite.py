@@ -768,7 +768,10 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
             conn.execute("INSERT INTO records_fts(records_fts) VALUES ('rebuild')")
 
     def embedding_cache(self) -> EmbeddingCache:
-        return EmbeddingCache(self.conn, self.lock)
+        """The store's own cache, its vectors in the store's tier where that is int8 or
+        fp16 (a PQ code is too lossy to stand for a query; fp32 is kept as it is)."""
+        kept = self.codec if self.codec.tier in ("int8", "fp16") else None
+        return EmbeddingCache(self.conn, self.lock, codec=kept)
 
     def decode_vectors(self, blobs: Sequence[bytes]) -> np.ndarray:
         """Stored vector blobs (of any tier) -> an (n, dim) float32 matrix."""
