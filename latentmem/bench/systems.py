@@ -122,10 +122,13 @@ class LatentMemSystem:
 
             self._database = Database(setup.store)
             location = self._database.url
+        chosen = {**setup.settings, **settings}
+        # `--set embed_cache_path=` (empty): the store's own cache, as a user's store has
+        # (its vectors in the store's tier), not the shared float32 file.
+        cache_path = chosen.pop("embed_cache_path", setup.cache_path) or None
         self.memory = Memory(
             location, embedder=setup.embedder,
-            embed_cache_path=setup.cache_path, track_access=False,
-            **{**setup.settings, **settings},
+            embed_cache_path=cache_path, track_access=False, **chosen,
         )
 
     def ingest(self, sessions: list[Session]) -> int:
