@@ -240,6 +240,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_vectors(args: argparse.Namespace) -> int:
+    with _open(args) as m:
+        before = m.stats()["vector_tier"]
+        count = m.convert_vectors(args.tier)
+    result = {"from": before, "to": args.tier, "vectors": count}
+    _emit(args, result,
+          lambda: print(f"{count} vectors re-encoded from {before} to {args.tier}"))
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from latentmem.check import NoEmbedding
     from latentmem.config import Config, resolve_home
@@ -512,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stats", parents=[common], help="store statistics")
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("convert-vectors", parents=[common],
+                       help="re-encode every stored vector into another tier (a store made "
+                            "before profiles keeps fp32 until this: int8 is the default's)")
+    p.add_argument("--tier", required=True, choices=["fp32", "fp16", "int8", "pq"])
+    p.set_defaults(func=cmd_convert_vectors)
 
     p = sub.add_parser("check", parents=[common],
                        help="verify the store and its vector index (exit 1 on a problem)")

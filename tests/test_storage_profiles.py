@@ -225,3 +225,30 @@ def test_a_dictionary_trained_by_another_process_is_used_for_the_next_write(
         for m in (a, b):
             assert m.get(late).text == "written by the other process after the training"
             assert m.get(again).text == "and again after the second training"
+
+
+def test_an_fp32_store_converts_to_the_defaults_int8_from_the_cli(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store made before profiles keeps fp32 vectors (and its index file) until asked."""
+    import json
+
+    from latentmem.cli import main
+    from latentmem.core import INDEX_FILE
+
+    monkeypatch.setenv("LATENTMEM_EMBEDDER", "hash")
+    home = tmp_path / "old"
+    with Memory(home, embedder="hash", vector_tier="fp32") as m:
+        m.add(_turns(40), user_id="ana", session_id="s1")
+        before = [h.id for h in m.search("the violin near the garden", user_id="ana", k=5)]
+    assert (home / INDEX_FILE).exists()
+    assert main(["--home", str(home), "convert-vectors", "--tier", "int8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"from": "fp32", "to": "int8", "vectors": 40}
+    with Memory(home, embedder="hash") as m:
+        assert m.stats()["vector_tier"] == "int8"
+        after = [h.id for h in m.search("the violin near the garden", user_id="ana", k=5)]
+        assert after[:3] == before[:3]
+        assert m.check()["ok"]
+    assert not (home / INDEX_FILE).exists()  # int8 rebuilds its index from the store
+    with pytest.raises(SystemExit):
+        main(["--home", str(home), "convert-vectors", "--tier", "fp8"])
+    assert "invalid choice" in capsys.readouterr().err
