@@ -135,7 +135,9 @@ def test_health_counts_levels_and_tiers_and_admin_sees_the_store(served: Any) ->
     assert status == 200 and health["memories"] == 6
     assert health["tiers"] == {"lossless": 5, "lossy": 1} and health["superseded"] == 1
     assert health["levels"]["turn"]["lossy"] == 1 and health["sessions"] == 2
-    assert health["vector_bytes_per_memory"] == 4 * mem.dim
+    tier = mem.stats()["vector_tier"]  # int8 in SQLite's default profile
+    assert health["vector_bytes_per_memory"] == \
+        {"fp32": 4 * mem.dim, "fp16": 2 * mem.dim, "int8": mem.dim + 4}[tier]
     assert health["store"] is None and health["controller"] is None and health["cycles"] is None
     status, admin = api.get("/v1/users/ana/health", key["admin"])
     assert status == 200 and admin["store"]["records"] == 7
