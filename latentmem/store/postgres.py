@@ -14,8 +14,10 @@ deployments that outgrow one machine. Chosen by URL: ``Memory("postgresql://..."
   the database's own (``PgVectorIndex``): nothing to rebuild or keep in step per process.
   The int8 and pq tiers are SQLite's (their blobs are scanned by FAISS); they are refused.
 - **Lexical side.** BM25 computed from stored term statistics: each memory's terms with
-  their counts (``tf``, GIN-indexed) and length, and per user the number of documents and
-  terms (kept by a trigger). Terms are cut by SQLite's own FTS5 tokenizer
+  their counts (``tf``, GIN-indexed) and length; per user the number of documents and
+  terms (``lm_user_stats``) and each term's document frequency (``lm_term_stats``), kept
+  by triggers in the writing transaction (``pg_migrations/003`` says why), so a query
+  reads them as lookups. Terms are cut by SQLite's own FTS5 tokenizer
   (``lexicon.py``), so the terms and the formula are those of the SQLite store. One
   difference: FTS5's statistics cover the whole file, these cover the user (the tenant
   boundary); in a store of one user they are the same.
@@ -545,17 +547,18 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
         if not pairs:
             return []
         unique = list(dict.fromkeys(s for _, s in pairs))
-        # The user's statistics and every term's document frequency, in one round trip.
-        row = self._fetch(
-            "SELECT (SELECT docs FROM lm_user_stats WHERE user_id = %s), "
-            "(SELECT terms FROM lm_user_stats WHERE user_id = %s), " +
-            ", ".join(["count(*) FILTER (WHERE tf ? %s)"] * len(unique)) +
-            " FROM lm_records WHERE user_id = %s AND tf ?| %s",
-            [scope.user_id, scope.user_id, *unique, scope.user_id, unique])[0]
-        n_docs, n_terms = int(row[0] or 0), int(row[1] or 0)
+        # The user's statistics and each term's document frequency: lookups, one round trip.
+        found = self._fetch(
+            "SELECT docs, terms, (SELECT jsonb_object_agg(term, df) FROM lm_term_stats "
+            "WHERE user_id = %s AND term = ANY(%s)) FROM lm_user_stats WHERE user_id = %s",
+            (scope.user_id, unique, scope.user_id))
+        if not found:
+            return []
+        n_docs, n_terms = int(found[0][0] or 0), int(found[0][1] or 0)
         if n_docs == 0:
             return []
-        df = {s: int(n) for s, n in zip(unique, row[2:], strict=True)}
+        counted = found[0][2] or {}
+        df = {s: int(counted.get(s, 0)) for s in unique}
         if len(unique) > 2 and n_docs > BM25_POSTINGS:
             unique = affordable(unique, [df[s] for s in unique], BM25_POSTINGS)
         unique = [s for s in unique if df[s] > 0]
