@@ -347,7 +347,7 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
                 assert got is not None
                 if got[0] is not None:
                     raise ConflictError(f"a record with id {got[0]!r} already exists")
-                rowids = [int(x) for x in got[1]]
+                rowids = sorted(int(x) for x in got[1])  # in the records' order
             if supersede and rows:
                 newest = rows[-1][0]
                 until = to_ts(newest.event_time) or now
@@ -411,14 +411,16 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
         pairs = sorted({(r.user_id, e) for r, _, found in named for e in found})
         if not pairs:
             return
+        # No filter on these records' ids: none has a mention stored yet (new, or its
+        # mentions just deleted), and that filter, 10,000 ids long in an import, made
+        # this lookup take minutes.
         latest: dict[tuple[str, str], str | None] = {
             (u, e): x for u, e, x in conn.execute(
-                "SELECT p.u, p.e, (SELECT x.id FROM lm_entity_mentions m JOIN lm_records x "
+                "SELECT p.u, p.e, l.id FROM unnest(%s::text[], %s::text[]) AS p(u, e) "
+                "LEFT JOIN LATERAL (SELECT x.id FROM lm_entity_mentions m JOIN lm_records x "
                 "ON x.user_id = m.user_id AND x.rowid = m.rowid WHERE m.user_id = p.u AND "
-                "m.entity = p.e AND x.id <> ALL(%s) ORDER BY m.rowid DESC LIMIT 1) "
-                "FROM unnest(%s::text[], %s::text[]) AS p(u, e)",
-                ([r.id for r, _, _ in named], [u for u, _ in pairs], [e for _, e in pairs])
-            ).fetchall()}
+                "m.entity = p.e ORDER BY m.rowid DESC LIMIT 1) AS l ON true",
+                ([u for u, _ in pairs], [e for _, e in pairs])).fetchall()}
         links: list[tuple[str, str, str]] = []
         mentions: list[tuple[str, str, int]] = []
         for r, rowid, found in named:
