@@ -259,6 +259,10 @@ def test_the_term_table_agrees_with_a_recount_after_every_kind_of_write(pg_url: 
         agrees(m, "a demotion")
         m.store.rebuild_text_index()
         agrees(m, "a rebuilt text index")
+        m.store._exec("UPDATE lm_term_stats SET df = df + 1 WHERE term = 'lisbon'")  # type: ignore[attr-defined]
+        assert any("BM25 statistics" in p for p in m.store.integrity())
+        m.store.repair()
+        agrees(m, "a repair")
 
 
 def test_migration_3_counts_the_terms_of_an_existing_store(pg_server: str) -> None:
