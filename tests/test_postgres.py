@@ -5,6 +5,8 @@ backends through the ``mem`` fixture (conftest.py)."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -206,3 +208,103 @@ def test_an_import_that_clashes_changes_nothing(pg_url: str) -> None:
         assert after == before
         with pytest.raises(NotFoundError):  # not there: nothing was half-written
             m.get("01ZZZZZZZZZZZZZZZZZZZZZZZZ")
+
+
+def test_the_term_table_agrees_with_a_recount_after_every_kind_of_write(pg_url: str) -> None:
+    """BM25's document frequencies (lm_term_stats) and per-user totals, kept by triggers,
+    equal a count over the rows after adds, updates, deletes, imports (a failed one too),
+    a sleep cycle that merges and archives, its undo, and a demotion to vector only."""
+    from dataclasses import replace
+
+    from latentmem.errors import ConflictError
+    from latentmem.store.integrity import TERM_RECOUNT
+
+    def agrees(m: Memory, what: str) -> None:
+        fetch = m.store._fetch  # type: ignore[attr-defined]
+        kept = sorted(tuple(r) for r in fetch("SELECT user_id, term, df FROM lm_term_stats"))
+        assert kept == sorted(tuple(r) for r in fetch(TERM_RECOUNT)), what
+        assert all(df > 0 for _, _, df in kept), what
+        assert m.store.integrity() == [], what
+
+    with Memory(pg_url, embedder="hash") as m:
+        ids = m.add(TEXTS, user_id="ana", speaker="Ana").ids
+        dup = m.add(["I moved to Lisbon in May 2023 with my cat!"], user_id="ana").ids
+        m.add(TEXTS[:3], user_id="bo")
+        agrees(m, "adds")
+        assert m.store._fetch("SELECT df FROM lm_term_stats WHERE user_id = 'ana' "  # type: ignore[attr-defined]
+                              "AND term = 'lisbon'")[0][0] == 4
+        m.update(ids[1], text="My sister Bea now teaches music in Braga")
+        m.update(ids[2], metadata={"mood": "happy"})  # no new terms: nothing to count
+        agrees(m, "updates")
+        m.delete([ids[3], ids[5]])
+        agrees(m, "deletes")
+        copies = [replace(r, id=f"01IMPORTED{i:016d}", user_id="cy")
+                  for i, r in enumerate(m.all(user_id="ana", include_vectors=True))]
+        assert m.import_records(copies) == len(copies)
+        agrees(m, "an import")
+        before = m.store._fetch("SELECT * FROM lm_term_stats ORDER BY 1, 2")  # type: ignore[attr-defined]
+        clash = [replace(copies[0], id="01IMPORTEDNEW0000000000000"), copies[1]]
+        with pytest.raises(ConflictError):
+            m.import_records(clash)
+        assert m.store._fetch("SELECT * FROM lm_term_stats ORDER BY 1, 2") == before  # type: ignore[attr-defined]
+        report = m.sleep()
+        assert report.phases["consolidate"]["clusters"] >= 1  # the duplicate was merged
+        agrees(m, "a sleep cycle")
+        assert m.explain(dup[0])[-1]["action"] == "archive"
+        merged = next(r.id for r in m.all("ana") if r.level == "merged")
+        m.undo(m.explain(merged)[0]["seq"], user_id="ana")
+        assert m.get(dup[0]).text is not None  # back from the archive
+        agrees(m, "an undo")
+        m.demote(ids[4])
+        agrees(m, "a demotion")
+        m.store.rebuild_text_index()
+        agrees(m, "a rebuilt text index")
+        m.store._exec("UPDATE lm_term_stats SET df = df + 1 WHERE term = 'lisbon'")  # type: ignore[attr-defined]
+        assert any("BM25 statistics" in p for p in m.store.integrity())
+        m.store.repair()
+        agrees(m, "a repair")
+
+
+def test_migration_3_counts_the_terms_of_an_existing_store(pg_server: str) -> None:
+    """A store made before the term table (schema 2, rows already there) gets it filled
+    when a newer latentmem opens it, and it is kept from then on."""
+    import psycopg
+
+    from latentmem.bench.pgserver import with_database
+    from latentmem.store.integrity import TERM_RECOUNT
+    from latentmem.store.postgres import PostgresStore, migrations
+
+    name = f"lm_test_migration_3_{os.getpid()}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    url = with_database(pg_server, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE lm_schema (version integer NOT NULL)")
+            for number, sql in migrations()[:2]:
+                conn.execute(sql)  # type: ignore[arg-type]
+                conn.execute("INSERT INTO lm_schema (version) VALUES (%s)", (number,))
+            for i, (user, tf) in enumerate([("ana", {"lisbon": 1, "cat": 2}),
+                                            ("ana", {"lisbon": 1}), ("bo", {"cat": 1}),
+                                            ("bo", {})]):
+                conn.execute("INSERT INTO lm_records (user_id, id, created_at, updated_at, vector, "
+                             "tf, doc_len) VALUES (%s, %s, 0, 0, '[1,0]', %s, %s)",
+                             (user, f"r{i}", json.dumps(tf), sum(tf.values())))
+        store = PostgresStore(url)
+        try:
+            assert store.schema_version == len(migrations())
+            kept = sorted(tuple(r) for r in store._fetch("SELECT user_id, term, df FROM lm_term_stats"))
+            assert kept == [("ana", "cat", 1), ("ana", "lisbon", 2), ("bo", "cat", 1)]
+            assert sorted(tuple(r) for r in store._fetch(TERM_RECOUNT)) == kept
+            assert sorted(tuple(r) for r in store._fetch(
+                "SELECT user_id, docs, terms FROM lm_user_stats")) == [("ana", 2, 4), ("bo", 1, 1)]
+            store._exec("DELETE FROM lm_records WHERE id = 'r0'")
+            assert sorted(tuple(r) for r in store._fetch(
+                "SELECT user_id, term, df FROM lm_term_stats")) == [("ana", "lisbon", 1),
+                                                                    ("bo", "cat", 1)]
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -154,6 +154,12 @@ class SQLiteIntegrity:
         return done
 
 
+# Each user's document frequency of each term, counted from the rows (what the triggers
+# of pg_migrations/003 keep in lm_term_stats).
+TERM_RECOUNT = ("SELECT r.user_id, t.term, count(*) AS df FROM lm_records r "
+                "CROSS JOIN LATERAL jsonb_object_keys(r.tf) AS t(term) GROUP BY r.user_id, t.term")
+
+
 class PostgresIntegrity:
     """``integrity``/``repair`` for PostgresStore."""
 
@@ -163,6 +169,9 @@ class PostgresIntegrity:
               "FULL JOIN lm_user_stats s USING (user_id) "
               "WHERE coalesce(r.docs, 0) <> coalesce(s.docs, 0) "
               "OR coalesce(r.terms, 0) <> coalesce(s.terms, 0)")
+    _TERMS = ("SELECT count(DISTINCT coalesce(r.user_id, s.user_id)) FROM (" + TERM_RECOUNT +
+              ") r FULL JOIN lm_term_stats s USING (user_id, term) "
+              "WHERE coalesce(r.df, 0) <> coalesce(s.df, 0)")
 
     def integrity(self: Any) -> list[str]:
         problems = _dangling(self, self._NAMES)
@@ -171,7 +180,7 @@ class PostgresIntegrity:
                                    "AND r.rowid = m.rowid)")[0][0])
         if mentions:
             problems.append(f"orphans: {mentions} entity mentions of memories that are gone")
-        stats = int(self._fetch(self._STATS)[0][0])
+        stats = max(int(self._fetch(self._STATS)[0][0]), int(self._fetch(self._TERMS)[0][0]))
         if stats:
             problems.append(f"full-text: the BM25 statistics of {stats} users disagree with "
                             "their memories")
@@ -194,4 +203,6 @@ class PostgresIntegrity:
             conn.execute("INSERT INTO lm_user_stats(user_id, docs, terms) SELECT user_id, "
                          "count(*) FILTER (WHERE doc_len > 0), coalesce(sum(doc_len), 0) "
                          "FROM lm_records GROUP BY user_id")
+            conn.execute("DELETE FROM lm_term_stats")
+            conn.execute("INSERT INTO lm_term_stats(user_id, term, df) " + TERM_RECOUNT)
         return done + ["recounted the BM25 statistics", "rebuilt the full-text terms"]

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 _EVENT_COLS = ("seq, at, cycle, action, record_id, nullif(user_id, ''), reason, undo IS NOT NULL, "
                "undone_at")
 _TABLES = ("lm_records", "lm_edges", "lm_history", "lm_events", "lm_feedback", "lm_models",
-           "lm_archive", "lm_accesses", "lm_entity_mentions", "lm_user_stats", "lm_embed_cache",
-           "lm_meta")
+           "lm_archive", "lm_accesses", "lm_entity_mentions", "lm_user_stats", "lm_term_stats",
+           "lm_embed_cache", "lm_meta")
 
 
 def _vec(value: Any) -> np.ndarray:
