@@ -221,13 +221,15 @@ class SQLiteStore(LifecycleSQL, SQLiteIntegrity, KeyTable):
         inside its transaction: another process may have trained a newer dictionary and
         deleted the one this process last used."""
         with self.lock:
-            row = self.conn.execute("SELECT generation, data, trained_on FROM text_dicts "
+            row = self.conn.execute("SELECT generation, trained_on FROM text_dicts "
                                     "ORDER BY generation DESC LIMIT 1").fetchone()
-        if row is None:
-            return 0, 0
-        if row[0] != self.texts.generation:
-            self.texts.use(int(row[0]), bytes(row[1]))
-        return int(row[0]), int(row[2])
+            if row is None:
+                return 0, 0
+            if row[0] != self.texts.generation:  # the dictionary's bytes only when new
+                (data,) = self.conn.execute("SELECT data FROM text_dicts WHERE generation = ?",
+                                            (row[0],)).fetchone()
+                self.texts.use(int(row[0]), bytes(data))
+        return int(row[0]), int(row[1])
 
     def _maybe_train_texts(self) -> None:
         """Train the store's first text dictionary once it holds ``TRAIN_MIN`` texts, and a
