@@ -283,7 +283,9 @@ def test_stored_markup_is_shown_as_text_and_never_runs(page: Page, explorer: Exp
     page.fill("input[name=query]", "img src onerror pwned script")
     page.click("#search-form button")
     hostile = page.locator(f"article.hit[data-id='{explorer.hostile}']")
-    expect(hostile).to_be_visible()
+    # A wait, not a speed check: this may be the server's first search (a cold start), and
+    # once in a clean-clone run with two test workers 5 s (the default) was not enough.
+    expect(hostile).to_be_visible(timeout=30_000)
     hostile.locator(".breakdown-toggle").click()
     expect(hostile.locator(".text")).to_have_text(XSS)  # the markup, as text
     for view in ("timeline", f"memory/{explorer.hostile}", f"graph/{explorer.hostile}"):
