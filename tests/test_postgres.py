@@ -79,6 +79,31 @@ def test_bm25_equals_sqlites(pg_url: str, tmp_path: Path) -> None:
             assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-9), query
 
 
+def test_bm25_reads_its_own_users_posting_lists(pg_url: str) -> None:
+    """A search finds its user's rows through the index keyed by user and term (migration
+    4), not by walking every user's rows that hold the term; other users' rows, even one
+    whose id makes the same key, never come back."""
+    from latentmem.store.postgres import USER_TERMS
+
+    with Memory(pg_url, embedder="hash") as m:
+        mine = m.add(TEXTS, user_id="ana").ids
+        m.add(TEXTS, user_id="bo")
+        m.add(["Lisbon Lisbon Lisbon"], user_id="ana\x1flisbon")  # same key as ana's "lisbon"
+        found = {r for r, _ in m.store.bm25("Lisbon cat", m.core.scope("ana"), 50)}
+        rowids = {int(r[0]) for r in m.store._fetch(  # type: ignore[attr-defined]
+            "SELECT rowid FROM lm_records WHERE id = ANY(%s)", (mine,))}
+        assert found and found <= rowids
+        with m.store.pool.connection() as conn:  # type: ignore[attr-defined]
+            conn.execute("SET enable_seqscan = off")
+            # The search's own condition, alone: only that index can serve it.
+            plan = json.dumps(conn.execute(
+                f"EXPLAIN (FORMAT JSON) SELECT rowid FROM lm_records WHERE {USER_TERMS}",
+                (["ana\x1flisbon"],)
+            ).fetchone()[0])
+            conn.execute("RESET enable_seqscan")
+        assert "lm_records_user_terms" in plan
+
+
 def test_bm25_keeps_the_same_affordable_terms_as_sqlite(pg_url: str, tmp_path: Path,
                                                        monkeypatch) -> None:
     """Past the postings budget both backends score the same words (counts past the cap

@@ -14,7 +14,8 @@ deployments that outgrow one machine. Chosen by URL: ``Memory("postgresql://..."
   the database's own (``PgVectorIndex``): nothing to rebuild or keep in step per process.
   The int8 and pq tiers are SQLite's (their blobs are scanned by FAISS); they are refused.
 - **Lexical side.** BM25 computed from stored term statistics: each memory's terms with
-  their counts (``tf``, GIN-indexed) and length; per user the number of documents and
+  their counts (``tf``; a GIN index keyed by user and term, so a search reads its own
+  user's posting lists) and length; per user the number of documents and
   terms (``lm_user_stats``) and each term's document frequency (``lm_term_stats``), kept
   by triggers in the writing transaction (``pg_migrations/003`` says why), so a query
   reads them as lookups. Terms are cut by SQLite's own FTS5 tokenizer
@@ -70,6 +71,9 @@ except ImportError as exc:  # the `postgres` extra (tests/test_store_backends.py
 
 # How many postings one BM25 query may score (lexicon.affordable).
 BM25_POSTINGS = 5_000
+# Rows of the user that hold any of the given "user\x1fterm" keys: the expression of the
+# per-user posting lists' index (pg_migrations/004), which a query must repeat to use it.
+USER_TERMS = "lm_user_terms(user_id, tf) && %s::text[]"
 # Candidates an HNSW scan looks at (pgvector's ef_search): at least this, or 2 k.
 EF_SEARCH = 200
 TIERS = ("fp32", "fp16")
@@ -610,8 +614,8 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
         clause, params = _where(scope)
         rows = self._fetch(
             "SELECT rowid, doc_len, " + ", ".join(["(tf ->> %s)::int"] * len(unique)) +
-            f" FROM lm_records WHERE {clause} AND tf ?| %s",
-            [*unique, *params, unique])
+            f" FROM lm_records WHERE {clause} AND {USER_TERMS}",
+            [*unique, *params, [f"{scope.user_id}\x1f{s}" for s in unique]])
         if not rows:
             return []
         data = np.array([[float(v or 0) for v in r[1:]] for r in rows], dtype=np.float64)
