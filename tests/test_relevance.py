@@ -157,3 +157,21 @@ def test_each_data_set_weighs_the_same_in_a_fit() -> None:
 
     w = balanced([sample("a/1", 10), sample("a/2", 10), sample("b/1", 5)])
     assert w[:20].sum() == pytest.approx(w[20:].sum()) and w.sum() == pytest.approx(25)
+
+
+def test_foreign_questions_weigh_no_more_than_a_data_sets_answerable_ones() -> None:
+    """A LongMemEval store holds one question and is asked about ten foreign ones: at full
+    weight they taught the fit that its hits are mostly negatives."""
+    from latentmem.bench.calibration import FOREIGN_WEIGHT, Sample, balanced
+
+    def sample(unit: str, apart: bool) -> Sample:
+        return Sample(unit, "foreign" if apart else "x", apart, np.zeros((10, len(R.FEATURES))),
+                      np.zeros(10), np.zeros(10), 1)
+
+    lme = [sample("b/1", False), *[sample("b/1", True) for _ in range(9)]]
+    locomo = [sample("a/1", False) for _ in range(8)] + [sample("a/1", True) for _ in range(2)]
+    w = balanced(locomo + lme)
+    a, b = w[:100], w[100:]
+    assert a.sum() == pytest.approx(b.sum())  # each data set weighs the same
+    assert b[10:].sum() == pytest.approx(FOREIGN_WEIGHT * b[:10].sum())  # capped
+    assert a[80:].sum() == pytest.approx(a[:80].sum() / 4)  # under the cap: as it was
