@@ -161,6 +161,17 @@ class Core:
         if self.store.vector_epoch() != self.index.epoch or self.index.stale:
             self.index = self._build_index()
 
+    def index_current(self) -> bool:
+        """Whether the index holds every vector the store does (no other process wrote
+        since this one last looked). An index that could not be built (epoch -1, a
+        damaged store: ``_open_index``) is built now, so a write meets the damage as a
+        search does. Call it holding ``lock``."""
+        if self._native:
+            return True
+        if self.index.epoch < 0:
+            self.sync_index()
+        return self.store.vector_epoch() == self.index.epoch and not self.index.stale
+
     def index_added(self, user_id: str, rowids: Any, vectors: np.ndarray) -> None:
         """The vectors a store write just added, into the index; the index then takes the
         store's epoch if no other process wrote meanwhile (``claim_epoch``). Call it

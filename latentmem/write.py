@@ -160,13 +160,21 @@ def add(core: Core, items: list[dict[str, Any]], *, user: str, agent: str | None
             if way:
                 src, dst = (e.src, e.dst) if way > 0 else (e.dst, e.src)
                 edges.append(Edge(src, dst, "causal", 1.0, now))
-        core.sync_index()
+        # An add does not read the index, so one that finds it out of date (another
+        # process wrote) does not rebuild it: the store gets the rows and the index stays
+        # out of date, and the next search or write that reads it rebuilds it once, with
+        # these rows. Rebuilding here made every add of several writing processes rebuild
+        # the whole index: 4 processes added 0.3 memories a second into 1M (bench perf
+        # --writers 4, BENCHMARKS.md). A writer that meets another between this check
+        # and its insert is caught by claim_epoch, as before.
+        current = core.index_current()
         if replaced:
             newest = records[-1][0]
             edges += [Edge(newest.id, old, "supersedes", 1.0, now) for old in replaced]
         rowids = core.store.insert(records, edges, supersede=replaced)
         t_store = time.perf_counter()
-        core.index_added(user, rowids, vectors)
+        if current:
+            core.index_added(user, rowids, vectors)
     t_index = time.perf_counter()
     return Receipt(
         ids=[r.id for r, _ in records],

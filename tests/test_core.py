@@ -320,3 +320,23 @@ def test_id_reads_respect_the_user(mem: Memory) -> None:
             call()
     assert mem.get(rid).text == "ana's secret"
     assert mem.delete(rid, user_id="ana") == 1
+
+
+def test_an_add_leaves_an_index_another_writer_changed_for_the_next_search(tmp_path: Path) -> None:
+    """Two writers on one SQLite store: an add that finds its index out of date does not
+    rebuild it (at 1M memories that made every add of four writing processes take
+    seconds); the next search rebuilds it once and finds every writer's memories."""
+    with Memory(tmp_path / "s", embedder="hash") as a, Memory(tmp_path / "s", embedder="hash") as b:
+        a.add("apples from the first writer", user_id="u")
+        b.add("apples from the second writer", user_id="u")  # b's index was out of date
+        a.add("more apples from the first writer", user_id="u")
+        index = b.core.index
+        b.add("more apples from the second writer", user_id="u")
+        assert b.core.index is index  # not rebuilt by an add
+        found = {h.text for h in b.search("apples writer", user_id="u", k=10)}
+        assert len(found) == 4
+        assert b.core.index is not index  # rebuilt once, by the search
+        again = b.core.index
+        b.add("apples once more from the second writer", user_id="u")  # current: added in place
+        assert b.core.index is again and b.core.index.epoch == b.store.vector_epoch()
+        assert len(a.search("apples writer", user_id="u", k=10)) == 5
