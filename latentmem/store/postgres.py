@@ -830,9 +830,10 @@ class PostgresStore(PgLifecycle, PostgresIntegrity, KeyTable):
 
     def previous_vectors(self, user_id: str, session_id: str | None, before_rowid: int | None,
                          limit: int) -> np.ndarray:
-        sql = ("SELECT vector::vector FROM lm_records WHERE user_id = %s AND "
-               "session_id IS NOT DISTINCT FROM %s")
-        params: list[Any] = [user_id, session_id]
+        # "= %s" or "IS NULL", not "IS NOT DISTINCT FROM %s", which no index serves.
+        sql = "SELECT vector::vector FROM lm_records WHERE user_id = %s AND " + (
+            "session_id IS NULL" if session_id is None else "session_id = %s")
+        params: list[Any] = [user_id] if session_id is None else [user_id, session_id]
         if before_rowid is not None:
             sql += " AND rowid < %s"
             params.append(before_rowid)
