@@ -106,10 +106,10 @@ def balanced(samples: list[Sample]) -> np.ndarray:
         kept[d] = kept.get(d, 0) + len(s.y)
     share = {d: min(1.0, FOREIGN_WEIGHT * answerable.get(d, 0) / apart[d]) if apart.get(d)
              and answerable.get(d) else 1.0 for d in hits}
-    per = {d: [share[d] if flag else 1.0 for flag in (False, True)] for d in hits}
     mass = {d: answerable.get(d, 0) + apart.get(d, 0) * share[d] for d in hits}
     total = sum(hits.values())
-    return np.concatenate([np.full(len(s.y), per[d][s.apart] * total / (len(hits) * mass[d]))
+    return np.concatenate([np.full(len(s.y), (share[d] if s.apart else 1.0) * total
+                                   / (len(hits) * mass[d]))
                            for d, s in zip(data, samples, strict=True)])
 
 
