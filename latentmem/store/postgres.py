@@ -74,8 +74,11 @@ BM25_POSTINGS = 5_000
 # Rows of the user that hold any of the given "user\x1fterm" keys: the expression of the
 # per-user posting lists' index (pg_migrations/004), which a query must repeat to use it.
 USER_TERMS = "lm_user_terms(user_id, tf) && %s::text[]"
-# Candidates an HNSW scan looks at (pgvector's ef_search): at least this, or 2 k.
-EF_SEARCH = 200
+# Candidates an HNSW scan looks at (pgvector's ef_search): at least this, or 2 k. Recall@10
+# against an exact scan fell with the store's size at 200 (bench perf's vectors, one user:
+# 0.971 at 100k, 0.879 at 300k, 0.690 at 1M); at 800 it was 0.957 at 300k, for 12 ms a
+# query instead of 4 (BENCHMARKS.md, "side by side at 100k and 1M"). pgvector allows 1000.
+EF_SEARCH = 800
 TIERS = ("fp32", "fp16")
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _COLUMNS = (
