@@ -156,10 +156,11 @@ class Core:
         """Rebuild when another process changed the vectors since we last looked, or when
         the store's PQ codebook was trained since the index was built. Call it holding
         ``lock``, before changing the index."""
-        if self._native:
-            return  # the backend's own index is always the store's
-        if self.store.vector_epoch() != self.index.epoch or self.index.stale:
+        if not self._native and not self._index_fresh():  # a native index is the store's
             self.index = self._build_index()
+
+    def _index_fresh(self) -> bool:
+        return self.store.vector_epoch() == self.index.epoch and not self.index.stale
 
     def index_current(self) -> bool:
         """Whether the index holds every vector the store does (no other process wrote
@@ -170,7 +171,8 @@ class Core:
             return True
         if self.index.epoch < 0:
             self.sync_index()
-        return self.store.vector_epoch() == self.index.epoch and not self.index.stale
+            return True  # just built from the store
+        return self._index_fresh()
 
     def index_added(self, user_id: str, rowids: Any, vectors: np.ndarray) -> None:
         """The vectors a store write just added, into the index; the index then takes the
